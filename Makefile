@@ -1,0 +1,80 @@
+# entra.pim developer entry points. Everything installs itself into .venv on first use.
+#   make demo   run the main job (onboarding/offboarding) against a local PIM sandbox
+#   make test   lint, sanity, ansible-lint, unit, sandbox and integration tests
+#   make bench  benchmarks against the sandbox (figures, never pass/fail on time)
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+COLLECTIONS := .tmp/collections
+COLLECTION_LINK := $(COLLECTIONS)/ansible_collections/entra/pim
+SANITY_ROOT := .tmp/sanity/ansible_collections/entra/pim
+ANSIBLE_TEST_GET_PIP := $(HOME)/.ansible/test/cache/get_pip_24_2.py
+SHARED_TOOLS ?= $(firstword $(wildcard ../shared/tools) $(wildcard /work/shared/tools))
+
+export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/$(COLLECTIONS)
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: all venv collection lint format unit sandbox-test integration sanity ansible-lint test demo bench docs build clean
+
+all: test
+
+$(STAMP): requirements.txt requirements-dev.txt emulator/pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	$(BIN)/python -m pip install --quiet -e emulator
+	touch $@
+
+venv: $(STAMP)
+
+# Ansible finds the collection through a symlink, so edits are live without rebuilding.
+collection:
+	@mkdir -p $(dir $(COLLECTION_LINK))
+	@ln -sfn $(CURDIR) $(COLLECTION_LINK)
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: venv
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+unit: venv collection
+	$(BIN)/pytest -q tests/unit
+
+sandbox-test: venv collection
+	$(BIN)/pytest -q tests/emulator
+
+integration: venv collection
+	tests/with-sandbox.sh $(BIN)/pytest -q tests/integration
+
+# ansible-test wants a real ansible_collections/entra/pim directory (it resolves symlinks),
+# so sanity runs on a copy of the files git knows about.
+sanity: venv
+	@test -f $(ANSIBLE_TEST_GET_PIP) || install -D -m 0644 $(SHARED_TOOLS)/ansible-test-get-pip.py $(ANSIBLE_TEST_GET_PIP)
+	rm -rf $(SANITY_ROOT) && mkdir -p $(SANITY_ROOT)
+	git ls-files -co --exclude-standard -z | xargs -0 -I{} cp --parents {} $(SANITY_ROOT)/ 2>/dev/null || true
+	cd $(SANITY_ROOT) && $(CURDIR)/$(BIN)/ansible-test sanity --venv --python 3.11 --color no \
+		--exclude emulator/ --exclude bench/ --exclude .ci/
+
+ansible-lint: venv collection
+	$(BIN)/ansible-lint --offline
+
+# One pytest run over every suite, last, so its summary line closes the output.
+test: lint sanity ansible-lint
+	tests/with-sandbox.sh $(BIN)/pytest -q -p no:cacheprovider tests/unit tests/emulator tests/integration
+
+demo: venv collection
+	tests/with-sandbox.sh $(BIN)/ansible-playbook playbooks/demo.yml
+
+bench: venv collection
+	$(BIN)/python bench/run.py
+
+build: venv
+	$(BIN)/ansible-galaxy collection build --force --output-path .tmp/dist
+
+clean:
+	rm -rf .tmp $(VENV)

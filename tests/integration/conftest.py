@@ -1,0 +1,88 @@
+"""Fixtures for the integration playbooks: one PIM sandbox for the whole run.
+
+`make test` / `make integration` start the sandbox with tests/with-sandbox.sh and pass its
+directory in ENTRA_PIM_SANDBOX_DIR. Run on its own (`pytest tests/integration`), this file
+starts one itself on a free loopback port and stops it by PID at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Sandbox:
+    def __init__(self, data_dir: Path):
+        self.data_dir = Path(data_dir)
+        self.conn = json.loads((self.data_dir / "connection.json").read_text())
+        self.control_url = self.conn["control_url"]
+        self.ca = self.conn["ca_bundle"]
+        self.session = requests.Session()
+
+    def env(self) -> dict:
+        out = subprocess.run(
+            [sys.executable, "-m", "pim_emulator", "env", "--data-dir", str(self.data_dir)],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+        env = {}
+        for line in out.splitlines():
+            line = line.strip()
+            if line.startswith("export "):
+                name, _, value = line[len("export ") :].partition("=")
+                env[name] = shlex.split(value)[0] if value else ""
+        return env
+
+    def control(self, method: str, path: str, **kwargs):
+        resp = self.session.request(method, self.control_url + path, verify=self.ca, timeout=30, **kwargs)
+        resp.raise_for_status()
+        return resp.json() if resp.content else None
+
+
+def _start(data_dir: Path) -> subprocess.Popen:
+    log = open(data_dir / "sandbox.log", "wb")  # noqa: SIM115 - kept open for the process' life
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pim_emulator", "serve", "--port", "0", "--data-dir", str(data_dir)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if (data_dir / "connection.json").exists():
+            return proc
+        if proc.poll() is not None:
+            raise RuntimeError("sandbox exited: " + (data_dir / "sandbox.log").read_text())
+        time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("sandbox did not become ready within 30 s")
+
+
+@pytest.fixture(scope="session")
+def sandbox():
+    given = os.environ.get("ENTRA_PIM_SANDBOX_DIR")
+    if given:
+        yield Sandbox(Path(given))
+        return
+    with tempfile.TemporaryDirectory(prefix="pim-sandbox-") as tmp:
+        proc = _start(Path(tmp))
+        try:
+            yield Sandbox(Path(tmp))
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
