@@ -56,7 +56,7 @@ class Route:
             return None
         params: dict[str, str] = {}
         score = []
-        for (kind, value), part in zip(self.segments, parts):
+        for (kind, value), part in zip(self.segments, parts, strict=False):
             if kind == 2:
                 if part.lower() != value:
                     return None
@@ -76,7 +76,7 @@ class Route:
         """Whether the first len(parts) segments of this route accept ``parts``."""
         if len(parts) > len(self.segments):
             return False
-        for (kind, value), part in zip(self.segments, parts):
+        for (kind, value), part in zip(self.segments, parts, strict=False):
             if kind == 2 and part.lower() != value:
                 return False
             if kind == 1 and not value.match(part):
