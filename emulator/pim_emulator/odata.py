@@ -1,0 +1,482 @@
+"""OData query options over plain dicts: $filter, $select, $expand, $top, $count, $orderby, paging.
+
+``$filter`` is parsed by the ``odata-query`` package (its lexer and parser produce an AST);
+this module only evaluates that AST against dicts. Choices where Graph's docs are silent
+(README "OData"):
+
+* String comparisons (eq, ne, in, gt..., startswith, endswith, contains) are
+  case-insensitive, as directory queries are in Entra.
+* Property names are matched case-insensitively. A name that is not a property of the
+  resource (per ``filterable``, or else per the keys the items carry) is a 400 BadRequest.
+* ``$top`` is a page size (as on Graph's directory lists): the smaller of ``$top`` and the
+  sandbox page size is used, and ``@odata.nextLink`` continues the listing.
+* ``@odata.nextLink`` carries an opaque ``$skiptoken``; the other options are kept.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from datetime import datetime
+from functools import lru_cache
+from urllib.parse import quote
+
+from odata_query import ast as A
+from odata_query.exceptions import ODataException
+from odata_query.grammar import ODataLexer, ODataParser
+
+from pim_emulator.clock import parse_datetime
+from pim_emulator.errors import bad_request
+
+SANDBOX_ONLY_KEYS = ("password",)  # never returned by Graph routes
+KNOWN_OPTIONS = {"$filter", "$select", "$expand", "$top", "$skiptoken", "$count", "$orderby", "$format", "$skip"}
+MAX_TOP = 999
+
+
+# --------------------------------------------------------------------------- $filter
+
+
+@lru_cache(maxsize=512)
+def parse_filter(text: str):
+    try:
+        return ODataParser().parse(ODataLexer().tokenize(text))
+    except ODataException as e:
+        raise bad_request(f"Invalid filter clause: {_short(e)}") from None
+    except Exception as e:  # the lexer/parser may raise other errors on odd input
+        raise bad_request(f"Invalid filter clause: {_short(e)}") from None
+
+
+def _short(e: Exception) -> str:
+    text = str(e).strip() or type(e).__name__
+    return text if len(text) <= 200 else text[:200] + "..."
+
+
+def _lookup(item, name):
+    """Case-insensitive property lookup -> (found, value)."""
+    if not isinstance(item, dict):
+        return False, None
+    if name in item:
+        return True, item[name]
+    low = name.lower()
+    for k, v in item.items():
+        if k.lower() == low:
+            return True, v
+    return False, None
+
+
+def _top_identifiers(node, bound=frozenset()):
+    """Yield the first path segment of every property reference outside lambda variables."""
+    if isinstance(node, A.Identifier):
+        if node.name not in bound:
+            yield node.name
+    elif isinstance(node, A.Attribute):
+        yield from _top_identifiers(node.owner, bound)
+    elif isinstance(node, A.Compare | A.BoolOp):
+        yield from _top_identifiers(node.left, bound)
+        yield from _top_identifiers(node.right, bound)
+    elif isinstance(node, A.UnaryOp):
+        yield from _top_identifiers(node.operand, bound)
+    elif isinstance(node, A.Call):
+        for arg in node.args:
+            yield from _top_identifiers(arg, bound)
+    elif isinstance(node, A.List):
+        for v in node.val:
+            yield from _top_identifiers(v, bound)
+    elif isinstance(node, A.CollectionLambda):
+        yield from _top_identifiers(node.owner, bound)
+        if node.lambda_ is not None:
+            yield from _top_identifiers(node.lambda_.expression, bound | {node.lambda_.identifier.name})
+    elif isinstance(node, A.BinOp):
+        yield from _top_identifiers(node.left, bound)
+        yield from _top_identifiers(node.right, bound)
+
+
+class _Evaluator:
+    def __init__(self, ctx, expanders):
+        self.ctx = ctx
+        self.expanders = {k.lower(): v for k, v in (expanders or {}).items()}
+
+    def prop(self, item, name, env):
+        if name in env:
+            return env[name]
+        found, value = _lookup(item, name)
+        if not found and name.lower() in self.expanders:
+            value = self.expanders[name.lower()](self.ctx, item, {})
+        return value
+
+    def value(self, node, item, env):
+        if isinstance(node, A.Identifier):
+            return self.prop(item, node.name, env)
+        if isinstance(node, A.Attribute):
+            owner = self.value(node.owner, item, env)
+            return _lookup(owner, node.attr)[1] if isinstance(owner, dict) else None
+        if isinstance(node, A.Null):
+            return None
+        if isinstance(node, A.String):
+            return node.val
+        if isinstance(node, A.Boolean):
+            return node.val.lower() == "true"
+        if isinstance(node, A.Integer):
+            return int(node.val)
+        if isinstance(node, A.Float):
+            return float(node.val)
+        if isinstance(node, A.GUID):
+            return node.val.lower()
+        if isinstance(node, A.DateTime):
+            return parse_datetime(node.val)
+        if isinstance(node, A.Date | A.Time | A.Duration):
+            return node.val
+        if isinstance(node, A.List):
+            return [self.value(v, item, env) for v in node.val]
+        if isinstance(node, A.Compare):
+            return self.compare(node, item, env)
+        if isinstance(node, A.BoolOp):
+            left = self.truth(node.left, item, env)
+            if isinstance(node.op, A.And):
+                return left and self.truth(node.right, item, env)
+            return left or self.truth(node.right, item, env)
+        if isinstance(node, A.UnaryOp):
+            if isinstance(node.op, A.Not):
+                return not self.truth(node.operand, item, env)
+            v = self.value(node.operand, item, env)
+            return -v if isinstance(v, int | float) else None
+        if isinstance(node, A.Call):
+            return self.call(node, item, env)
+        if isinstance(node, A.CollectionLambda):
+            coll = self.value(node.owner, item, env) or []
+            if not isinstance(coll, list):
+                return False
+            lam = node.lambda_
+            if lam is None:
+                return bool(coll) if isinstance(node.operator, A.Any) else True
+            results = (self.truth(lam.expression, item, {**env, lam.identifier.name: x}) for x in coll)
+            return any(results) if isinstance(node.operator, A.Any) else all(results)
+        raise bad_request(f"Invalid filter clause: unsupported expression {type(node).__name__}.")
+
+    def truth(self, node, item, env) -> bool:
+        return self.value(node, item, env) is True
+
+    def call(self, node, item, env):
+        name = node.func.name.lower()
+        args = [self.value(a, item, env) for a in node.args]
+        if name in ("startswith", "endswith", "contains"):
+            if len(args) != 2:
+                raise bad_request(f"Invalid filter clause: {name} takes 2 arguments.")
+            a, b = args
+            if not isinstance(a, str) or not isinstance(b, str):
+                return False
+            a, b = a.casefold(), b.casefold()
+            return a.startswith(b) if name == "startswith" else a.endswith(b) if name == "endswith" else b in a
+        if name in ("tolower", "toupper", "length", "trim") and len(args) == 1:
+            a = args[0]
+            if not isinstance(a, str):
+                return None
+            return {"tolower": a.lower, "toupper": a.upper, "trim": a.strip}.get(name, lambda: len(a))()
+        raise bad_request(f"Invalid filter clause: the function '{node.func.name}' is not supported.")
+
+    def compare(self, node, item, env):
+        left = self.value(node.left, item, env)
+        right = self.value(node.right, item, env)
+        op = node.comparator
+        if isinstance(op, A.In):
+            if not isinstance(right, list):
+                raise bad_request("Invalid filter clause: 'in' needs a list.")
+            return any(_eq(left, r) for r in right)
+        if isinstance(op, A.Eq):
+            return _eq(left, right)
+        if isinstance(op, A.NotEq):
+            return not _eq(left, right)
+        if left is None or right is None:
+            return False
+        left, right = _coerce(left, right)
+        try:
+            if isinstance(op, A.Lt):
+                return left < right
+            if isinstance(op, A.LtE):
+                return left <= right
+            if isinstance(op, A.Gt):
+                return left > right
+            if isinstance(op, A.GtE):
+                return left >= right
+        except TypeError:
+            return False
+        raise bad_request("Invalid filter clause: unsupported operator.")
+
+
+def _coerce(a, b):
+    if isinstance(a, datetime) and isinstance(b, str):
+        try:
+            b = parse_datetime(b)
+        except ValueError:
+            return a, b
+    elif isinstance(b, datetime) and isinstance(a, str):
+        try:
+            a = parse_datetime(a)
+        except ValueError:
+            return a, b
+    if isinstance(a, str) and isinstance(b, str):
+        return a.casefold(), b.casefold()
+    return a, b
+
+
+def _eq(a, b) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a is b
+    a, b = _coerce(a, b)
+    return a == b
+
+
+def _check_properties(tree, known: set[str] | None, type_name: str):
+    if known is None:
+        return
+    lowered = {k.lower() for k in known}
+    for name in _top_identifiers(tree):
+        if name.lower() not in lowered:
+            raise bad_request(f"Could not find a property named '{name}' on type '{type_name}'.")
+
+
+def apply_filter(ctx, items: list, text: str, expanders=None, filterable=None, type_name="microsoft.graph.entity"):
+    tree = parse_filter(text)
+    known = set(filterable) if filterable is not None else None
+    if known is None and items:
+        known = set()
+        for it in items:
+            known.update(it.keys())
+    if known is not None:
+        known |= set(expanders or {})
+    _check_properties(tree, known, type_name)
+    ev = _Evaluator(ctx, expanders)
+    return [it for it in items if ev.truth(tree, it, {})]
+
+
+# --------------------------------------------------------------------------- $select / $expand
+
+
+def split_top(text: str, sep: str) -> list[str]:
+    """Split on ``sep`` outside parentheses and quotes; blanks dropped."""
+    out, depth, cur, quote_ = [], 0, [], False
+    for ch in text:
+        if ch == "'":
+            quote_ = not quote_
+        elif not quote_ and ch == "(":
+            depth += 1
+        elif not quote_ and ch == ")":
+            depth -= 1
+            if depth < 0:
+                raise bad_request(f"Syntax error: unbalanced parentheses in '{text}'.")
+        if ch == sep and depth == 0 and not quote_:
+            out.append("".join(cur).strip())
+            cur = []
+        else:
+            cur.append(ch)
+    if depth != 0 or quote_:
+        raise bad_request(f"Syntax error: unbalanced parentheses or quotes in '{text}'.")
+    out.append("".join(cur).strip())
+    return [p for p in out if p]
+
+
+_EXPAND_ITEM = re.compile(r"^([A-Za-z_][A-Za-z0-9_./]*)\s*(?:\((.*)\))?$", re.S)
+
+
+def parse_expand(text: str) -> list[tuple[str, dict]]:
+    """``policy($expand=rules;$select=id),principal`` -> [("policy", {"$expand": "rules", "$select": "id"}), ...]."""
+    out = []
+    for part in split_top(text, ","):
+        m = _EXPAND_ITEM.match(part)
+        if not m:
+            raise bad_request(f"Parsing OData Select and Expand failed: invalid expand item '{part}'.")
+        name, inner = m.group(1), m.group(2)
+        options: dict[str, str] = {}
+        if inner:
+            for opt in split_top(inner, ";"):
+                key, eq, value = opt.partition("=")
+                key = key.strip().lower()
+                if not eq or key not in ("$select", "$expand", "$filter", "$top"):
+                    raise bad_request(f"Parsing OData Select and Expand failed: invalid option '{opt}' in '{part}'.")
+                options[key] = value.strip()
+        out.append((name, options))
+    return out
+
+
+def parse_select(text: str) -> list[str]:
+    names = [p.strip() for p in text.split(",") if p.strip()]
+    for n in names:
+        if not re.fullmatch(r"[A-Za-z_@][A-Za-z0-9_.@]*", n) and n != "*":
+            raise bad_request(f"Parsing OData Select and Expand failed: invalid select item '{n}'.")
+    return names
+
+
+def _strip_private(item: dict) -> dict:
+    for k in SANDBOX_ONLY_KEYS:
+        item.pop(k, None)
+    return item
+
+
+def shape(ctx, item: dict, options: dict, expanders=None, known_keys=None) -> dict:
+    """Apply ``$expand`` then ``$select`` (keeping ``id`` and ``@odata.type``) to one dict."""
+    item = _strip_private(dict(item))
+    expanders = expanders or {}
+    by_lower = {k.lower(): (k, fn) for k, fn in expanders.items()}
+    expanded = []
+    if options.get("$expand"):
+        for name, nested in parse_expand(options["$expand"]):
+            if name == "*":
+                raise bad_request("Parsing OData Select and Expand failed: '*' is not supported in $expand.")
+            hit = by_lower.get(name.lower())
+            if hit is None:
+                raise bad_request(f"Could not find a navigation property named '{name}' on this resource.")
+            key, fn = hit
+            value = fn(ctx, item, nested)
+            if nested.get("$select"):
+                sel = parse_select(nested["$select"])
+                if isinstance(value, dict):
+                    value = _select(value, sel, [])
+                elif isinstance(value, list):
+                    value = [_select(v, sel, []) if isinstance(v, dict) else v for v in value]
+            item[key] = value
+            expanded.append(key)
+    if options.get("$select"):
+        sel = parse_select(options["$select"])
+        known = set(known_keys) if known_keys is not None else set(item.keys())
+        lowered = {k.lower() for k in known} | {k.lower() for k in expanders}
+        for n in sel:
+            if n != "*" and n.lower() not in lowered:
+                raise bad_request(f"Could not find a property named '{n}' on this resource.")
+        item = _select(item, sel, expanded)
+    return item
+
+
+def _select(item: dict, names: list[str], keep: list[str]) -> dict:
+    if "*" in names:
+        return item
+    wanted = {n.lower() for n in names} | {k.lower() for k in keep} | {"id", "@odata.type"}
+    return {k: v for k, v in item.items() if k.lower() in wanted}
+
+
+def _context_suffix(options: dict) -> str:
+    parts = []
+    if options.get("$select"):
+        parts.extend(parse_select(options["$select"]))
+    if options.get("$expand"):
+        for name, nested in parse_expand(options["$expand"]):
+            parts.append(f"{name}({_context_suffix(nested)[1:-1] if _context_suffix(nested) else ''})")
+    return "(" + ",".join(parts) + ")" if parts else ""
+
+
+# --------------------------------------------------------------------------- paging & responses
+
+
+def _encode_token(offset: int) -> str:
+    raw = json.dumps({"o": offset, "v": 1}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_token(token: str) -> int:
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        data = json.loads(raw)
+        offset = int(data["o"])
+        if offset < 0:
+            raise ValueError
+        return offset
+    except (ValueError, KeyError, TypeError, binascii.Error, json.JSONDecodeError):
+        raise bad_request("Invalid skip token.") from None
+
+
+def _int_option(query: dict, name: str, low: int, high: int | None):
+    text = query.get(name)
+    if text is None:
+        return None
+    try:
+        value = int(str(text).strip())
+    except ValueError:
+        raise bad_request(f"Invalid value '{text}' for query option '{name}'.") from None
+    if value < low or (high is not None and value > high):
+        bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise bad_request(f"Invalid value '{text}' for query option '{name}': it must be {bound}.")
+    return value
+
+
+def _sort_key(value):
+    if value is None:
+        return (0, "")
+    if isinstance(value, bool | int | float):
+        return (1, value)
+    return (2, str(value).casefold())
+
+
+def check_options(query: dict) -> None:
+    for k in query:
+        if k.startswith("$") and k not in KNOWN_OPTIONS:
+            raise bad_request(f"Query option '{k}' is not supported.")
+
+
+def collection_response(ctx, items, context_path, expanders=None, filterable=None) -> dict:
+    q = ctx.query
+    check_options(q)
+    items = list(items)
+    type_name = _type_name(items)
+    if q.get("$filter"):
+        items = apply_filter(ctx, items, q["$filter"], expanders, filterable, type_name)
+    if q.get("$orderby"):
+        for clause in reversed(split_top(q["$orderby"], ",")):
+            prop, _, direction = clause.partition(" ")
+            direction = direction.strip().lower() or "asc"
+            if direction not in ("asc", "desc"):
+                raise bad_request(f"Invalid $orderby clause '{clause}'.")
+            items.sort(key=lambda it, p=prop: _sort_key(_lookup(it, p)[1]), reverse=direction == "desc")
+    total = len(items)
+    top = _int_option(q, "$top", 0, MAX_TOP)
+    skip = _int_option(q, "$skip", 0, None) or 0
+    page = int(ctx.settings.get("page_size") or 100)
+    if top is not None:
+        page = min(page, top)
+    offset = _decode_token(q["$skiptoken"]) if q.get("$skiptoken") else skip
+    window = items[offset : offset + page] if page > 0 else []
+    known_keys = set()
+    for it in items[:50]:
+        known_keys.update(it.keys())
+    options = {"$select": q.get("$select"), "$expand": q.get("$expand")}
+    if options["$select"] and not items:
+        known_keys = None  # nothing to check names against; accept
+    shaped = [shape(ctx, it, options, expanders, known_keys=known_keys if known_keys else None) for it in window]
+    body = {"@odata.context": f"{ctx.base_url}/v1.0/$metadata#{context_path}{_context_suffix(options)}"}
+    if str(q.get("$count", "")).lower() == "true":
+        body["@odata.count"] = total
+    if page > 0 and offset + page < total:
+        body["@odata.nextLink"] = next_link(ctx, offset + page)
+    body["value"] = shaped
+    return body
+
+
+def entity_response(ctx, item, context_path, expanders=None) -> dict:
+    check_options(ctx.query)
+    options = {"$select": ctx.query.get("$select"), "$expand": ctx.query.get("$expand")}
+    shaped = shape(ctx, item, options, expanders)
+    suffix = _context_suffix(options)
+    return {"@odata.context": f"{ctx.base_url}/v1.0/$metadata#{context_path}{suffix}/$entity", **shaped}
+
+
+def next_link(ctx, offset: int) -> str:
+    keep = []
+    for key in ("$filter", "$select", "$expand", "$top", "$count", "$orderby"):
+        if ctx.query.get(key) is not None:
+            keep.append(f"{key}={quote(str(ctx.query[key]), safe=',()/:@')}")
+    for key, value in ctx.query.items():  # non-$ parameters (e.g. function arguments) are kept too
+        if not key.startswith("$"):
+            keep.append(f"{quote(key)}={quote(str(value), safe='')}")
+    keep.append(f"$skiptoken={_encode_token(offset)}")
+    path = quote(ctx.path, safe="/'()=,$:@")
+    return f"{ctx.base_url}{path}?{'&'.join(keep)}"
+
+
+def _type_name(items) -> str:
+    for it in items[:1]:
+        t = it.get("@odata.type")
+        if isinstance(t, str):
+            return t.lstrip("#")
+    return "microsoft.graph.entity"
