@@ -373,6 +373,10 @@ def _activation_leaves():
 
     def write_ctx_enabled(rule, value):
         rule["isEnabled"] = bool(value)
+        if not value:
+            # As the portal does: switching the requirement off forgets the context, so an export
+            # taken while it was off restores to exactly that.
+            rule["claimValue"] = None
 
     def read_ctx_claim(rule):
         return rule.get("claimValue")
