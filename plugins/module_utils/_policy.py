@@ -6,7 +6,8 @@
 
 Internal to the entra.pim collection: not a public API, may change without notice.
 
-Everything here is pure (no HTTP) except ``read_policy_assignments``, which takes a client.
+Everything down to ``plan_settings`` is pure (no HTTP). The last sections take a client: the one
+read (``read_policy_assignments``), approver lookups and the batched rule updates.
 The mapping follows graph-pim-notes §3.10 (the corrected one, not the 2022 overview page):
 
 =========================================  ==========================================
@@ -31,8 +32,9 @@ from __future__ import annotations
 
 import copy
 import re
+from urllib.parse import quote
 
-from ansible_collections.entra.pim.plugins.module_utils._errors import InputError
+from ansible_collections.entra.pim.plugins.module_utils._errors import GraphError, InputError
 
 # ---------------------------------------------------------------------------------------
 # Rule ids (notes §3.10)
@@ -861,3 +863,229 @@ def _validate_after(desired, current, after, role_name):
                 "max_duration: P180D." % (section, role_name),
                 setting="%s.max_duration" % section,
             )
+
+
+# ---------------------------------------------------------------------------------------
+# Reading (the one helper here that talks to Graph)
+
+POLICY_ASSIGNMENTS = "/policies/roleManagementPolicyAssignments"
+DIRECTORY_FILTER = "scopeId eq '/' and scopeType eq 'DirectoryRole'"
+
+
+def policy_assignments_params(role_ids=None):
+    """Query for the documented read (notes §1.3): the scope filter is required; a roleDefinitionId
+    clause only for exactly one role (several are filtered locally, still one paged request)."""
+    flt = DIRECTORY_FILTER
+    if role_ids and len(role_ids) == 1:
+        flt += " and roleDefinitionId eq '%s'" % str(role_ids[0]).replace("'", "''")
+    return {"$filter": flt, "$expand": "policy($expand=rules)"}
+
+
+def read_policy_assignments(client, roles=None):
+    """Policy assignments (with policy and rules) for ``roles`` (Role tuples; None = every role).
+
+    Returns ``[(role_or_None, assignment)]``: for given roles in their order (one entry per role,
+    InputError when a role has no policy), otherwise every directory-role policy assignment.
+    """
+    ids = [r.id for r in roles] if roles else None
+    items = client.list(POLICY_ASSIGNMENTS, params=policy_assignments_params(ids))
+    if not roles:
+        return [(None, item) for item in items]
+    by_role = {}
+    for item in items:
+        by_role.setdefault(str(item.get("roleDefinitionId") or "").casefold(), item)
+    out = []
+    for role in roles:
+        item = by_role.get(role.id.casefold()) or by_role.get(str(role.template_id or "").casefold())
+        if item is None:
+            raise InputError(
+                "role '%s' (%s) has no PIM policy at the tenant scope ('/'); Graph returned policies for %d roles."
+                % (role.display_name, role.id, len(by_role))
+            )
+        out.append((role, item))
+    return out
+
+
+def policy_rules(assignment):
+    return list(((assignment or {}).get("policy") or {}).get("rules") or [])
+
+
+def describe_policies(resolver, pairs, known_names=None):
+    """[(role_or_None, assignment)] -> the modules' ``policies`` result; approver names in one lookup."""
+    from ansible_collections.entra.pim.plugins.module_utils._graph import snake_case_keys
+
+    policies = []
+    for role, assignment in pairs:
+        role = role or resolver.role_by_id(assignment.get("roleDefinitionId"))
+        rules = policy_rules(assignment)
+        policies.append(
+            {
+                "role_id": role.id if role else assignment.get("roleDefinitionId"),
+                "role_name": role.display_name if role else None,
+                "policy_id": assignment.get("policyId") or (assignment.get("policy") or {}).get("id"),
+                "settings": rules_to_settings(rules),
+                "rules": snake_case_keys(rules),
+            }
+        )
+    name_all_approvers(resolver, [p["settings"] for p in policies], known_names)
+    return policies
+
+
+def name_all_approvers(resolver, settings_list, known=None):
+    """Fill approver names, looking up only the ids not already known (one getByIds)."""
+    names = {str(k).casefold(): v for k, v in (known or {}).items()}
+    missing = [i for i in approver_ids(settings_list) if str(i).casefold() not in names]
+    if missing:
+        for principal_id, principal in resolver.principals_by_ids(missing).items():
+            names[principal_id.casefold()] = principal.display_name
+    for settings in settings_list:
+        name_approvers(settings, names)
+
+
+# ---------------------------------------------------------------------------------------
+# Approvers as people write them -> {type, id, name}
+
+_GUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+RULE_URL = "/policies/roleManagementPolicies/%s/rules/%s"
+
+
+# ------------------------------------------------------------------ approvers
+
+
+def _approver_lookup(item, index):
+    """(value to look up, principal_type, known dict or None) for one approver as the user wrote it."""
+    where = "settings.activation.approvers[%d]" % index
+    if isinstance(item, str):
+        return item, "auto", None
+    if not isinstance(item, dict):
+        raise InputError(
+            "%s: %r is not an approver; expected a UPN, a group name, an object id or {type, id}." % (where, item),
+            setting="activation.approvers",
+        )
+    kind = item.get("type")
+    if kind is not None and kind not in ("user", "group"):
+        raise InputError(
+            "%s: type %r is not supported; approvers are users or groups (type: user or group)." % (where, kind),
+            setting="activation.approvers",
+        )
+    ident = item.get("id")
+    if ident and _GUID_RE.match(str(ident)) and kind:
+        # As pim_policy_info returns it: no lookup needed.
+        return None, kind, {"type": kind, "id": str(ident).lower(), "name": item.get("name")}
+    value = ident or item.get("name")
+    if not value:
+        raise InputError("%s: give the approver's id (or name)." % where, setting="activation.approvers")
+    return str(value), kind or "auto", None
+
+
+def resolve_approvers(client, resolver, approvers):
+    """Approvers as written -> [{type, id, name}], all lookups in one request (or one $batch)."""
+    plan, requests = [], []
+    for index, item in enumerate(approvers):
+        value, kind, known = _approver_lookup(item, index)
+        if known:
+            plan.append((index, value, kind, known, []))
+            continue
+        pairs = resolver.principal_requests(value, kind)
+        plan.append((index, value, kind, None, [k for k, _ in pairs]))
+        requests.extend(req for _, req in pairs)
+    answers = _send(client, requests)
+    out, position = [], 0
+    for index, value, kind, known, kinds in plan:
+        if known:
+            out.append(known)
+            continue
+        mine = answers[position : position + len(kinds)]
+        position += len(kinds)
+        try:
+            principal = resolver.principal_from_answers(value, kind, kinds, mine)
+        except InputError as err:
+            raise InputError("settings.activation.approvers[%d]: %s" % (index, err.msg), setting="activation.approvers")
+        if principal.type not in ("user", "group"):
+            raise InputError(
+                "settings.activation.approvers[%d]: %r is a %s; approvers must be users or groups."
+                % (index, value, principal.type.replace("_", " ")),
+                setting="activation.approvers",
+            )
+        out.append({"type": principal.type, "id": principal.id.lower(), "name": principal.display_name})
+    return out
+
+
+def _send(client, requests):
+    if not requests:
+        return []
+    if len(requests) == 1:
+        req = requests[0]
+        if req["method"] == "POST":
+            return [client.post(req["path"], req["body"], idempotent=True)]
+        return [{"value": client.list(req["path"], params=req["params"])}]
+    items = []
+    for n, req in enumerate(requests, start=1):
+        item = {"id": str(n), "method": req["method"], "url": req["url"]}
+        if req.get("body") is not None:
+            item["body"] = req["body"]
+            item["headers"] = {"Content-Type": "application/json"}
+        items.append(item)
+    answers = []
+    for resp in client.batch(items):
+        client.raise_for_item(resp)
+        answers.append(resp.get("body"))
+    return answers
+
+
+# ------------------------------------------------------------------ writing
+
+
+def explain_patch_error(err, role_name, rule_id, applied):
+    done = ""
+    if applied:
+        done = " %d other rule update(s) in this task succeeded: %s." % (
+            len(applied),
+            ", ".join("%s/%s" % (r["role_name"], r["rule_id"]) for r in applied),
+        )
+    if err.status == 403:
+        msg = (
+            "Microsoft Graph refused to update role settings for '%s' (403, rule %s). Updating PIM policies needs "
+            "the permission RoleManagementPolicy.ReadWrite.Directory (or RoleManagement.ReadWrite.Directory). "
+            "Microsoft documents rule updates as delegated only, so some tenants refuse application (app-only) "
+            "tokens: run as a user who holds Privileged Role Administrator (auth_method: username_password, "
+            "access_token or azure_cli).%s" % (role_name, rule_id, done)
+        )
+    else:
+        msg = "Updating rule %s of role '%s' failed: %s%s" % (rule_id, role_name, err.msg, done)
+    details = dict(err.details)
+    details.pop("msg", None)
+    return GraphError(
+        msg,
+        **{k: v for k, v in details.items() if k != "error_code"},
+        code=err.code,
+    )
+
+
+def apply_changes(client, changes):
+    """PATCH every changed rule through $batch (the client sends chunks of 20)."""
+    requests = [
+        {
+            "id": str(n),
+            "method": "PATCH",
+            "url": RULE_URL % (quote(c["policy_id"], safe=""), quote(c["body"]["id"], safe="")),
+            "body": c["body"],
+            "headers": {"Content-Type": "application/json"},
+        }
+        for n, c in enumerate(changes, start=1)
+    ]
+    responses = client.batch(requests)
+    applied, failure = [], None
+    for change, resp in zip(changes, responses, strict=True):
+        status = int(resp.get("status") or 0)
+        if 200 <= status < 300:
+            applied.append({"role_name": change["role_name"], "rule_id": change["body"]["id"]})
+            continue
+        if failure is None:
+            try:
+                client.raise_for_item(resp)
+            except GraphError as err:
+                failure = (err, change)
+    if failure:
+        err, change = failure
+        raise explain_patch_error(err, change["role_name"], change["body"]["id"], applied)
