@@ -1,0 +1,104 @@
+# Copyright: contributors to the entra.pim collection
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""PimModule: the AnsibleModule every entra.pim module is built on.
+
+Internal to the entra.pim collection: not a public API, may change without notice.
+
+It merges the shared connection options, builds the Graph client on first use and turns
+every failure into one ``fail_json``: our errors with their fields, anything else as a short
+"please report it" message. Secret values never reach the output.
+"""
+
+from __future__ import annotations
+
+import copy
+import traceback
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible_collections.entra.pim.plugins.module_utils._auth import (
+    AUTH_ARGSPEC,
+    HAS_MSAL,
+    HAS_REQUESTS,
+    MSAL_IMPORT_ERROR,
+    REQUESTS_IMPORT_ERROR,
+)
+from ansible_collections.entra.pim.plugins.module_utils._errors import PimError
+from ansible_collections.entra.pim.plugins.module_utils._graph import GraphClient
+
+
+class PimModule(AnsibleModule):
+    def __init__(self, argument_spec, **kwargs):
+        spec = copy.deepcopy(AUTH_ARGSPEC)
+        spec.update(argument_spec or {})
+        super().__init__(argument_spec=spec, **kwargs)
+        for ok, name, error in (
+            (HAS_REQUESTS, "requests", REQUESTS_IMPORT_ERROR),
+            (HAS_MSAL, "msal", MSAL_IMPORT_ERROR),
+        ):
+            if not ok:
+                self.fail_json(msg=missing_required_lib(name), exception=error)
+        if not self.params.get("validate_certs", True):
+            self.warn(
+                "validate_certs is false: TLS certificates of Microsoft Graph and the identity platform are not "
+                "checked, so credentials and tokens could be intercepted. Use ca_bundle for a private CA instead."
+            )
+        self._client = None
+
+    @property
+    def client(self):
+        """The GraphClient for this task, built on first use."""
+        if self._client is None:
+            settings = {name: self.params.get(name) for name in AUTH_ARGSPEC}
+            self._client = GraphClient(settings, log=self._log_event, warn=self.warn)
+        return self._client
+
+    def _log_event(self, msg):
+        # Retries go to the target's log; at -vvv they are also shown as warnings.
+        self.log(msg)
+        if getattr(self, "_verbosity", 0) >= 3:
+            self.warn(msg)
+
+    def _register_runtime_secrets(self):
+        """Tokens and assertions are not module params: add them so Ansible masks them too."""
+        if self._client is not None:
+            for value in self._client.secret_values():
+                if value and len(value) >= 8:
+                    self.no_log_values.add(value)
+
+    def _finish(self):
+        if self._client is not None:
+            try:
+                self._client.close()
+            except Exception as exc:  # a cache that cannot be written must not fail the task
+                self.warn("Could not finish cleanly: %s" % type(exc).__name__)
+        self._register_runtime_secrets()
+
+    def run(self, fn):
+        """Run ``fn(self) -> dict`` and exit with its result, or fail with a message for people."""
+        failure = None
+        try:
+            result = fn(self)
+        except PimError as exc:
+            failure = exc.to_fail_kwargs()
+        except Exception as exc:
+            failure = dict(
+                msg="Unexpected error in entra.pim: %s: %s. Please report it." % (type(exc).__name__, exc),
+                exception=traceback.format_exc(),
+            )
+        if failure is None:
+            result = dict(result or {})
+            if self._client is not None:
+                result.setdefault("auth_method", self._client.auth_method)
+            self._finish()
+            self.exit_json(**result)
+        self._finish()
+        if self._client is not None:
+            failure.setdefault("auth_method", self._client.auth_method)
+        # Outside the except blocks: our own errors carry no traceback.
+        msg = failure.pop("msg")
+        exception = failure.pop("exception", None)
+        if exception is not None:
+            self.fail_json(msg=msg, exception=exception, **failure)
+        self.fail_json(msg=msg, **failure)
