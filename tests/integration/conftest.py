@@ -42,7 +42,7 @@ class Sandbox:
         for line in out.splitlines():
             line = line.strip()
             if line.startswith("export "):
-                name, _, value = line[len("export ") :].partition("=")
+                name, dummy, value = line[len("export ") :].partition("=")
                 env[name] = shlex.split(value)[0] if value else ""
         return env
 
