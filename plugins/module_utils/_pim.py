@@ -1,0 +1,673 @@
+# Copyright: contributors to the entra.pim collection
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""PIM domain: read role schedules, plan changes (pure), build and send requests, explain errors.
+
+Internal to the entra.pim collection: not a public API, may change without notice.
+
+Generic over two kinds: ``eligibility`` (roleEligibilitySchedule*) and ``assignment``
+(roleAssignmentSchedule*, ``assignmentType: Assigned`` only). The flow of every caller:
+
+    target  = Target(principal, role, directory_scope_id, app_scope_id)       # resolved
+    current = read_current(client, kind, target, include_pending=...)          # schedules, never requests
+    p       = plan(kind, target, Desired(...), current, now)                    # pure
+    outcome = execute(client, kind, p, confirm=...)                             # unless check mode
+
+State comes from schedules (and instances for the info modules), never from requests: Graph
+purges requests after about 45 days (notes §3.1, §8). Requests are read only to find a
+*pending* one, which ``absent`` cancels instead of removing (notes §4).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections import namedtuple
+from datetime import datetime, timezone
+
+from ansible_collections.entra.pim.plugins.module_utils import _resolve
+from ansible_collections.entra.pim.plugins.module_utils import _schedule as sched
+from ansible_collections.entra.pim.plugins.module_utils._errors import GraphError, InputError
+from ansible_collections.entra.pim.plugins.module_utils._graph import odata_quote, snake_case_keys
+from ansible_collections.entra.pim.plugins.module_utils._resolve import (
+    encode_url,
+    follow_pages,
+    require_guid,
+    send_all,
+)
+
+UTC = timezone.utc
+BASE = "/roleManagement/directory"
+
+Kind = namedtuple("Kind", "name schedules instances requests level noun nouns schedule_on_remove")
+KINDS = {
+    "eligibility": Kind(
+        name="eligibility",
+        schedules=BASE + "/roleEligibilitySchedules",
+        instances=BASE + "/roleEligibilityScheduleInstances",
+        requests=BASE + "/roleEligibilityScheduleRequests",
+        level="Eligibility",
+        noun="eligibility",
+        nouns="eligible assignments",
+        schedule_on_remove=False,
+    ),
+    "assignment": Kind(
+        name="assignment",
+        schedules=BASE + "/roleAssignmentSchedules",
+        instances=BASE + "/roleAssignmentScheduleInstances",
+        requests=BASE + "/roleAssignmentScheduleRequests",
+        level="Assignment",
+        noun="active assignment",
+        nouns="active assignments",
+        # Graph requires scheduleInfo on assignment requests (notes §3.1, §8).
+        schedule_on_remove=True,
+    ),
+}
+
+# Request statuses that mean "asked for, not yet in effect, still cancelable" (notes §4;
+# terraform azuread's status-aware delete uses the same set).
+PENDING_STATUSES = frozenset(
+    {"PendingApproval", "PendingAdminDecision", "PendingProvisioning", "PendingScheduleCreation", "Granted"}
+)
+# Schedules in these states are history, not state.
+_ENDED_STATUSES = frozenset({"Revoked", "Canceled", "Denied", "Failed", "Expired"})
+
+ACTIONS = ("none", "create", "update", "remove", "cancel")
+GRAPH_ACTIONS = {"create": "adminAssign", "update": "adminUpdate", "remove": "adminRemove"}
+
+Target = namedtuple("Target", "principal role directory_scope_id app_scope_id")
+Target.__doc__ = "principal: _resolve.Principal, role: _resolve.Role, scopes as Graph ids (app_scope_id may be None)."
+
+Desired = namedtuple("Desired", "state schedule justification ticket_number ticket_system")
+Desired.__new__.__defaults__ = (None, None, None, None)
+Desired.__doc__ = "state present|absent; schedule: _schedule.Desired (present only)."
+
+Current = namedtuple("Current", "schedule window pending inherited other")
+Current.__doc__ = """What Graph holds for one target.
+
+schedule: the Direct schedule this task manages (Graph dict) or None; window: its _schedule.Window.
+pending: pending request dicts for the target (only when read with include_pending).
+inherited: schedules the principal holds through a group (memberType Group/Inherited): reported, never touched.
+other: same principal and role but not managed here (e.g. assignmentType Activated): reported, never touched.
+"""
+
+Plan = namedtuple("Plan", "action reasons before after body cancel_ids")
+Plan.__doc__ = """The one structure that decides changed, the diff and the request.
+
+action: none | create | update | remove | cancel; reasons: human sentences (why);
+before/after: dicts for the diff (None when absent); body: the request body for
+create/update/remove (None otherwise); cancel_ids: request ids to cancel.
+"""
+
+
+def empty_current():
+    return Current(None, None, [], [], [])
+
+
+# ------------------------------------------------------------------ resolving
+
+
+def resolve_target(client, resolver, role, principal, principal_type="auto", directory_scope="/", app_scope=None):
+    """Role, principal and scope → Target, with every lookup in ONE round trip.
+
+    The role list (unless already cached for this run), the principal lookup(s) and an
+    administrative unit's name go into one $batch; what the answers mean is decided by the
+    same resolver code as the one-by-one path, so errors are identical.
+    """
+    scope_id = _resolve.directory_scope_local(directory_scope)
+    app_scope_id = _resolve.app_scope(app_scope)
+    named = []
+    if not resolver.roles_cached():
+        named.append(("roles", resolver.role_list_request()))
+    pairs = resolver.principal_requests(principal, principal_type)
+    named.extend(("principal", req) for _, req in pairs)
+    if scope_id is None:
+        named.append(("scope", _resolve.directory_scope_request(directory_scope)))
+
+    answers = send_all(client, [req for _, req in named])
+    principal_answers = []
+    for (name, _req), answer in zip(named, answers, strict=True):
+        if isinstance(answer, GraphError):
+            if name == "scope":
+                raise _resolve.directory_scope_error(directory_scope, answer)
+            raise answer
+        if name == "roles":
+            resolver.load_roles(follow_pages(client, answer))
+        elif name == "principal":
+            principal_answers.append(answer)
+        else:
+            scope_id = _resolve.directory_scope_from_answer(directory_scope, follow_pages(client, answer))
+    found_role = resolver.role(role)
+    found_principal = resolver.principal_from_answers(
+        principal, principal_type, [k for k, _ in pairs], principal_answers
+    )
+    return Target(found_principal, found_role, scope_id, app_scope_id)
+
+
+# ------------------------------------------------------------------ reading
+
+
+def _filter_for(target):
+    principal_id = require_guid(target.principal.id, "principal id")
+    role_id = require_guid(target.role.id, "role id")
+    return "principalId eq %s and roleDefinitionId eq %s" % (odata_quote(principal_id), odata_quote(role_id))
+
+
+def read_requests(kind, target, include_pending=False, include_instances=False):
+    """The GETs that read one target's state, batch-ready: [(name, {method, path, params, url})].
+
+    Names: "schedules" always, "instances" and "requests" when asked. Filtered server-side by
+    principal and role (ids validated, values quoted); scopes are matched locally.
+    """
+    kind = KINDS[kind] if isinstance(kind, str) else kind
+    flt = _filter_for(target)
+    out = [("schedules", kind.schedules)]
+    if include_instances:
+        out.append(("instances", kind.instances))
+    if include_pending:
+        out.append(("requests", kind.requests))
+    return [
+        (name, {"method": "GET", "path": path, "params": {"$filter": flt}, "url": encode_url(path, {"$filter": flt})})
+        for name, path in out
+    ]
+
+
+def _lower(value):
+    return value.lower() if isinstance(value, str) else value
+
+
+def same_scope(item, target):
+    """Graph item at the target's scope? directoryScopeId and appScopeId, case-insensitive ('' == None)."""
+    return _lower(item.get("directoryScopeId") or "/") == _lower(target.directory_scope_id or "/") and _lower(
+        item.get("appScopeId") or None
+    ) == _lower(target.app_scope_id or None)
+
+
+def current_from_answers(kind, target, schedules, requests=None):
+    """Sort Graph's schedules (and requests) for one principal and role into a Current."""
+    kind = KINDS[kind] if isinstance(kind, str) else kind
+    managed, inherited, other = [], [], []
+    for item in schedules or []:
+        if item.get("status") in _ENDED_STATUSES or not same_scope(item, target):
+            continue
+        if _lower(item.get("principalId")) != _lower(target.principal.id) or _lower(
+            item.get("roleDefinitionId")
+        ) != _lower(target.role.id):
+            continue
+        member_type = item.get("memberType") or "Direct"
+        if member_type != "Direct":
+            inherited.append(item)
+        elif kind.name == "assignment" and (item.get("assignmentType") or "Assigned") != "Assigned":
+            other.append(item)
+        else:
+            managed.append(item)
+    # Graph keeps one schedule per principal, role and scope; if it ever showed two, manage
+    # the most recent and leave the rest visible.
+    managed.sort(key=lambda s: s.get("createdDateTime") or "", reverse=True)
+    schedule = managed[0] if managed else None
+    other.extend(managed[1:])
+    pending = [
+        r
+        for r in (requests or [])
+        if r.get("status") in PENDING_STATUSES
+        and same_scope(r, target)
+        and (r.get("action") or "").lower() not in ("adminremove", "selfdeactivate")
+    ]
+    window = sched.window_from_schedule_info(schedule.get("scheduleInfo")) if schedule else None
+    return Current(schedule, window, pending, inherited, other)
+
+
+def read_current(client, kind, target, include_pending=False):
+    """Read one target's state: schedules (+ pending requests in the same $batch). 1 round trip."""
+    named = read_requests(kind, target, include_pending=include_pending)
+    found = {}
+    for (name, _req), answer in zip(named, send_all(client, [req for _, req in named]), strict=True):
+        if isinstance(answer, GraphError):
+            raise answer
+        found[name] = follow_pages(client, answer)
+    return current_from_answers(kind, target, found["schedules"], found.get("requests"))
+
+
+def read_policy_rules(client, role_id, scope_id="/"):
+    """The rules of the role's PIM policy (notes §1.3), or None when they cannot be read."""
+    flt = "scopeId eq %s and scopeType eq 'DirectoryRole' and roleDefinitionId eq %s" % (
+        odata_quote(scope_id or "/"),
+        odata_quote(require_guid(role_id, "role id")),
+    )
+    try:
+        items = client.list(
+            "/policies/roleManagementPolicyAssignments", params={"$filter": flt, "$expand": "policy($expand=rules)"}
+        )
+    except GraphError:
+        return None
+    for item in items:
+        rules = ((item or {}).get("policy") or {}).get("rules")
+        if rules is not None:
+            return rules
+    return None
+
+
+# ------------------------------------------------------------------ planning (pure)
+
+
+def describe(kind, target, window, schedule=None, status=None):
+    """The dict used for diffs and results (snake_case, our names)."""
+    kind = KINDS[kind] if isinstance(kind, str) else kind
+    out = {
+        "id": (schedule or {}).get("id"),
+        "principal_id": target.principal.id,
+        "principal_name": target.principal.display_name,
+        "principal_type": target.principal.type,
+        "role_definition_id": target.role.id,
+        "role_name": target.role.display_name,
+        "directory_scope_id": target.directory_scope_id or "/",
+        "app_scope_id": target.app_scope_id,
+        "member_type": (schedule or {}).get("memberType") or "Direct",
+        "status": status or (schedule or {}).get("status"),
+    }
+    if kind.name == "assignment":
+        out["assignment_type"] = (schedule or {}).get("assignmentType") or "Assigned"
+    out.update(sched.describe(window))
+    return out
+
+
+def request_body(kind, action, target, schedule_info=None, justification=None, ticket_number=None, ticket_system=None):
+    """The JSON body of a schedule request (notes §3.1, §8)."""
+    kind = KINDS[kind] if isinstance(kind, str) else kind
+    body = {
+        "action": action,
+        "principalId": target.principal.id,
+        "roleDefinitionId": target.role.id,
+        "directoryScopeId": target.directory_scope_id or "/",
+    }
+    if target.app_scope_id:
+        body["appScopeId"] = target.app_scope_id
+    if justification:
+        body["justification"] = justification
+    if schedule_info is not None:
+        body["scheduleInfo"] = schedule_info
+    if ticket_number or ticket_system:
+        body["ticketInfo"] = {"ticketNumber": ticket_number, "ticketSystem": ticket_system}
+    return body
+
+
+def plan(kind, target, desired, current, now):
+    """Desired vs current → Plan. Pure: no I/O, ``now`` passed in.
+
+    present: nothing there → create (adminAssign); there with another schedule → update
+    (adminUpdate, in place); the same by meaning → none. A pending request that already asks
+    for the desired schedule counts as "there" (re-sending it would be refused as a duplicate).
+    absent: a schedule → remove (adminRemove); only a pending request → cancel; nothing → none.
+    Inherited and other (e.g. activated) schedules never influence the action.
+    """
+    kind = KINDS[kind] if isinstance(kind, str) else kind
+    current = current or empty_current()
+    before = describe(kind, target, current.window, current.schedule) if current.schedule else None
+    extras = dict(
+        justification=desired.justification, ticket_number=desired.ticket_number, ticket_system=desired.ticket_system
+    )
+
+    if desired.state == "absent":
+        if current.schedule:
+            info = sched.schedule_info(sched.Desired(None, None, None, None), now, current.window)
+            body = request_body(kind, "adminRemove", target, info if kind.schedule_on_remove else None, **extras)
+            return Plan("remove", ["the %s exists and must be absent" % kind.noun], before, None, body, [])
+        if current.pending:
+            ids = [r["id"] for r in current.pending]
+            pending_before = _pending_description(kind, target, current.pending[0])
+            reason = "a pending request (%s) exists and must be absent: cancel it" % ", ".join(
+                "%s %s" % (r.get("status"), r["id"]) for r in current.pending
+            )
+            return Plan("cancel", [reason], pending_before, None, None, ids)
+        return Plan("none", ["the %s is already absent" % kind.noun], None, None, None, [])
+
+    want = desired.schedule or sched.Desired(None, None, None, None)
+    if current.schedule:
+        reasons = sched.differences(want, current.window, now)
+        if not reasons:
+            return Plan("none", ["the %s already matches" % kind.noun], before, before, None, [])
+        info = sched.schedule_info(want, now, current.window)
+        after_window = sched.window_after(want, now, current.window)
+        after = describe(kind, target, after_window, current.schedule)
+        body = request_body(kind, "adminUpdate", target, info, **extras)
+        return Plan("update", reasons, before, after, body, [])
+
+    for req in current.pending:
+        pending_window = sched.window_from_schedule_info(req.get("scheduleInfo"))
+        if not sched.differences(want, pending_window, now):
+            desc = _pending_description(kind, target, req)
+            return Plan(
+                "none", ["request %s (%s) already asks for this" % (req["id"], req.get("status"))], desc, desc, None, []
+            )
+    info = sched.schedule_info(want, now)
+    after = describe(kind, target, sched.window_after(want, now), None)
+    body = request_body(kind, "adminAssign", target, info, **extras)
+    return Plan("create", ["the %s does not exist" % kind.noun], None, after, body, [])
+
+
+def _pending_description(kind, target, req):
+    window = sched.window_from_schedule_info(req.get("scheduleInfo"))
+    out = describe(kind, target, window, None, status=req.get("status"))
+    out["request_id"] = req.get("id")
+    return out
+
+
+def changed(p):
+    return p.action != "none"
+
+
+def diff(p):
+    """Ansible's diff from the plan: before/after dicts ({} for absent)."""
+    return {"before": p.before or {}, "after": p.after or {}}
+
+
+# ------------------------------------------------------------------ writing
+
+
+Outcome = namedtuple("Outcome", "request confirmed")
+Outcome.__doc__ = (
+    "request: Graph's answer (dict) or None; confirmed: True when state was re-read to confirm a lost answer."
+)
+
+# Codes that, after a lost or retried write, may just mean "your first attempt worked" (notes §6.2).
+_CONFIRMABLE = frozenset({"RoleAssignmentExists", "RoleAssignmentDoesNotExist"})
+# Replication lag of new objects (landscape: terraform azuread retries these).
+_LAGGING = frozenset({"SubjectNotFound", "RoleNotFound"})
+LAG_DELAYS = (2, 5, 10)
+
+
+def execute(client, kind, p, confirm=None, sleep=time.sleep):
+    """Send the plan's request(s). ``confirm()`` re-reads state and says whether the plan took effect.
+
+    * A lost answer (GraphError code ResponseLost, raised by the client instead of re-sending
+      a POST) → re-read; done if it took effect, otherwise send once more.
+    * RoleAssignmentExists / RoleAssignmentDoesNotExist → re-read; done if the state is
+      already what the plan wanted (Graph has answered these to writes it carried out).
+    * SubjectNotFound / RoleNotFound → retried a few times: new objects take a while to reach PIM.
+    """
+    kind = KINDS[kind] if isinstance(kind, str) else kind
+    if p.action == "none":
+        return Outcome(None, False)
+    if p.action == "cancel":
+        for request_id in p.cancel_ids:
+            _with_confirmation(
+                lambda rid=request_id: client.post("%s/%s/cancel" % (kind.requests, rid), {}), confirm, sleep
+            )
+        return Outcome(None, False)
+    return _with_confirmation(lambda: client.post(kind.requests, p.body), confirm, sleep)
+
+
+def _with_confirmation(send, confirm, sleep):
+    lost = False
+    lag_delays = list(LAG_DELAYS)
+    for _attempt in range(2 + len(LAG_DELAYS)):
+        try:
+            return Outcome(send(), False)
+        except GraphError as err:
+            if err.code == "ResponseLost":
+                if confirm is not None and confirm():
+                    return Outcome(None, True)
+                if lost:
+                    raise
+                lost = True
+                continue
+            if err.code in _CONFIRMABLE and confirm is not None and confirm():
+                return Outcome(None, True)
+            if err.code in _LAGGING and lag_delays:
+                sleep(lag_delays.pop(0))
+                continue
+            raise
+    raise GraphError("the request could not be completed after repeated attempts", code="RetriesExhausted")
+
+
+def validate(client, kind, p):
+    """Ask Graph whether the plan's request would pass (isValidationOnly: nothing is persisted).
+
+    Returns None when valid (or nothing to validate), else the GraphError Graph answered with.
+    """
+    kind = KINDS[kind] if isinstance(kind, str) else kind
+    if p.body is None:
+        return None
+    body = dict(p.body, isValidationOnly=True)
+    try:
+        client.post(kind.requests, body)
+    except GraphError as err:
+        if err.status is not None and 400 <= err.status < 500 and err.status not in (401, 403, 429):
+            return err
+        raise
+    return None
+
+
+def result_from_request(kind, target, response, p, now):
+    """The managed item after a write, from Graph's answer (or the plan when there is none)."""
+    kind = KINDS[kind] if isinstance(kind, str) else kind
+    if p.action in ("remove", "cancel"):
+        return None
+    after = dict(p.after or {})
+    if response:
+        if p.action == "create":
+            after["id"] = response.get("targetScheduleId") or response.get("id")
+        after["status"] = response.get("status") or after.get("status")
+        info = response.get("scheduleInfo")
+        if info:
+            window = sched.window_from_schedule_info(info)
+            if window.start is not None:
+                after.update(sched.describe(window))
+    return after
+
+
+def request_result(response):
+    """Graph's request object, snake_case, for the module result."""
+    return snake_case_keys(response) if response else None
+
+
+# ------------------------------------------------------------------ explaining errors
+
+_RULES_RE = re.compile(r"policy rules failed:\s*(\[.*?\])", re.IGNORECASE | re.DOTALL)
+
+
+def failed_rules(message):
+    """``The following policy rules failed: ["ExpirationRule","MfaRule"]`` → ["ExpirationRule", "MfaRule"]."""
+    match = _RULES_RE.search(message or "")
+    if not match:
+        return []
+    text = match.group(1)
+    try:
+        names = json.loads(text)
+    except ValueError:
+        names = re.findall(r"[A-Za-z]+Rule", text)
+    return [str(n) for n in names]
+
+
+def _caller(request):
+    """Admin for admin* actions, EndUser for self* (the rule ids' caller part, notes §3.10)."""
+    action = (request or {}).get("action") or ""
+    return "EndUser" if action.lower().startswith("self") else "Admin"
+
+
+def _rule(rules, rule_id):
+    for rule in rules or []:
+        if rule.get("id") == rule_id:
+            return rule
+    return None
+
+
+def _nouns(caller, level):
+    if caller == "EndUser":
+        return "activations", "activation"
+    if level == "Eligibility":
+        return "eligible assignments", "eligibility"
+    return "active assignments", "active assignment"
+
+
+def _asked(request, now=None):
+    """What the request asked for, in words: 'a permanent eligibility', 'PT10H', 'until 2027-...'."""
+    info = (request or {}).get("scheduleInfo") or {}
+    expiration = info.get("expiration") or {}
+    kind = (expiration.get("type") or "").lower()
+    if kind in ("noexpiration", "notspecified", ""):
+        return None
+    if kind == "afterduration":
+        return expiration.get("duration")
+    start = sched.parse_graph_datetime(info.get("startDateTime")) or now or datetime.now(UTC)
+    end = sched.parse_graph_datetime(expiration.get("endDateTime"))
+    if end is None:
+        return None
+    return "%s (until %s)" % (sched.format_duration(end - start), sched.format_datetime(end))
+
+
+def explain_rule(name, role_name, rules, request, level):
+    """One failed policy rule, in our words, with the policy's value when we could read it."""
+    caller = _caller(request)
+    nouns, noun = _nouns(caller, level)
+    role = "role '%s'" % role_name
+    if name == "ExpirationRule":
+        rule = _rule(rules, "Expiration_%s_%s" % (caller, level))
+        asked = _asked(request)
+        asked_text = "a %s of %s" % (noun, asked) if asked else "a permanent %s" % noun
+        if rule is None:
+            return "ExpirationRule: %s limits how long %s may last; the request asked for %s." % (
+                role,
+                nouns,
+                asked_text,
+            )
+        maximum = rule.get("maximumDuration")
+        if rule.get("isExpirationRequired") and not asked:
+            return "ExpirationRule: %s requires %s to expire within %s; the request asked for %s." % (
+                role,
+                nouns,
+                maximum,
+                asked_text,
+            )
+        return "ExpirationRule: %s allows %s of at most %s; the request asked for %s." % (
+            role,
+            nouns,
+            maximum,
+            asked_text,
+        )
+    if name == "JustificationRule":
+        return "JustificationRule: %s requires a justification for %s; set justification." % (role, nouns)
+    if name == "TicketingRule":
+        return "TicketingRule: %s requires ticket information for %s; set ticket_number and ticket_system." % (
+            role,
+            nouns,
+        )
+    if name == "MfaRule":
+        if caller == "Admin":
+            return (
+                "MfaRule: %s requires multi-factor authentication for %s (rule Enablement_Admin_%s); "
+                "app-only credentials can never satisfy it: use a delegated token that carries MFA, "
+                "or remove MultiFactorAuthentication from that rule." % (role, nouns, level)
+            )
+        return (
+            "MfaRule: %s requires multi-factor authentication for %s, and the access token has no MFA claim; "
+            "sign in with MFA (e.g. az login, then az account get-access-token --resource-type ms-graph) and "
+            "pass that token." % (role, nouns)
+        )
+    if name == "EligibilityRule":
+        scope = (request or {}).get("directoryScopeId") or "/"
+        return "EligibilityRule: the principal is not eligible for %s at scope '%s', so it cannot be activated." % (
+            role,
+            scope,
+        )
+    if name == "ApprovalRule":
+        return "ApprovalRule: %s requires approval for %s." % (role, nouns)
+    return "%s: %s refused the request (policy rule %s)." % (name, role, name)
+
+
+def explain_policy_error(err, role, policy_rules, request, level=None):
+    """RoleAssignmentRequestPolicyValidationFailed → one sentence per failed rule, with policy values.
+
+    ``level`` is "Eligibility" or "Assignment": which of the role's rules the request is
+    judged by (eligibility requests by the *_Eligibility rules, assignments and activations
+    by the *_Assignment ones).
+    """
+    level = level or "Eligibility"
+    role_name = getattr(role, "display_name", None) or getattr(role, "id", None) or "the role"
+    names = failed_rules(err.graph_message or err.msg)
+    if not names:
+        return "%s refused the request: %s" % ("role '%s' policy" % role_name, err.graph_message or err.msg)
+    return " ".join(explain_rule(name, role_name, policy_rules, request, level) for name in names)
+
+
+def explain_graph_error(err, kind, target=None, request=None, policy_rules=None):
+    """Any GraphError from a PIM write → the same error with a message written for people.
+
+    Keeps status, code and request ids. ``policy_rules`` are the role's rules when the caller
+    read them (only needed for RoleAssignmentRequestPolicyValidationFailed).
+    """
+    kind = KINDS[kind] if isinstance(kind, str) else kind
+    role_name = target.role.display_name if target else "the role"
+    scope = (target.directory_scope_id if target else None) or "/"
+    who = "'%s'" % (target.principal.display_name or target.principal.id) if target else "the principal"
+    code = err.code or ""
+    if code == "RoleAssignmentRequestPolicyValidationFailed" or failed_rules(err.graph_message):
+        msg = explain_policy_error(err, target.role if target else None, policy_rules, request, kind.level)
+    elif code == "RoleAssignmentExists":
+        msg = (
+            "%s already has an %s for role '%s' at scope '%s' that Graph would not replace (RoleAssignmentExists)."
+            % (
+                who,
+                kind.noun,
+                role_name,
+                scope,
+            )
+        )
+    elif code == "RoleAssignmentDoesNotExist":
+        msg = "%s has no %s for role '%s' at scope '%s' to change or remove (RoleAssignmentDoesNotExist)." % (
+            who,
+            kind.noun,
+            role_name,
+            scope,
+        )
+    elif code == "ActiveDurationTooShort":
+        msg = (
+            "ActiveDurationTooShort: Graph does not end an activation of role '%s' within 5 minutes of its "
+            "start; try again later." % role_name
+        )
+    elif code == "SubjectNotFound":
+        msg = (
+            "SubjectNotFound: PIM does not know %s yet; a newly created user, group or service principal can "
+            "take a few minutes to replicate. Try again shortly." % who
+        )
+    elif code == "RoleNotFound":
+        msg = (
+            "RoleNotFound: PIM does not know role '%s' yet; a new custom role can take a few minutes to replicate."
+            % role_name
+        )
+    elif err.status == 403:
+        msg = "%s (while managing the %s of %s for role '%s')" % (err.msg, kind.noun, who, role_name)
+    else:
+        return err
+    return GraphError(
+        msg,
+        status=err.status,
+        code=err.code,
+        graph_message=err.graph_message,
+        request_id=err.request_id,
+        client_request_id=err.client_request_id,
+        method=err.method,
+        url=err.url,
+        attempts=err.attempts,
+        failed_rules=failed_rules(err.graph_message) or None,
+    )
+
+
+# ------------------------------------------------------------------ input checks
+
+
+def check_principal_for(kind, principal):
+    """Refuse principals Graph cannot give this kind to, before any write (notes §3.1)."""
+    kind = KINDS[kind] if isinstance(kind, str) else kind
+    if kind.name == "eligibility" and principal.type == "service_principal":
+        raise InputError(
+            "principal '%s' is a service principal (%s); service principals can only hold active assignments; "
+            "use entra.pim.pim_role_assignment" % (principal.display_name, principal.id)
+        )
+    if principal.type == "group" and principal.role_assignable is False:
+        raise InputError(
+            "group '%s' (%s) is not role-assignable (isAssignableToRole is false); only groups created as "
+            "role-assignable can hold directory roles" % (principal.display_name, principal.id)
+        )

@@ -1,0 +1,409 @@
+# Copyright: contributors to the entra.pim collection
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""Turn the names people write (role names, UPNs, group names, AU names) into Graph ids.
+
+Internal to the entra.pim collection: not a public API, may change without notice.
+
+Rules that hold everywhere here:
+
+* An id that goes into a URL path is checked to be a GUID first; every value that goes into
+  a ``$filter`` goes through ``odata_quote`` (``o'brien@contoso.example`` works, and
+  ``x' or 1 eq 1`` matches nothing instead of widening the filter).
+* Zero matches or more than one is an InputError listing the candidates: we never guess.
+* Each lookup is split into "the requests to send" and "what the answers mean", so that a
+  caller can put the lookups of several things into one ``$batch`` (issue 7) and still get
+  exactly the same results and errors as the one-at-a-time path.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections import namedtuple
+from urllib.parse import quote
+
+from ansible_collections.entra.pim.plugins.module_utils._errors import GraphError, InputError
+from ansible_collections.entra.pim.plugins.module_utils._graph import odata_quote
+
+Role = namedtuple("Role", "id display_name template_id is_built_in")
+Principal = namedtuple("Principal", "id type display_name upn app_id role_assignable", defaults=(None,))
+Principal.__doc__ = """A user, group or service principal. type: user | group | service_principal.
+
+role_assignable is the group's isAssignableToRole (None for users and service principals).
+"""
+
+PRINCIPAL_TYPES = ("auto", "user", "group", "service_principal")
+
+ROLE_DEFINITIONS = "/roleManagement/directory/roleDefinitions"
+ROLE_SELECT = "id,displayName,templateId,isBuiltIn"
+USER_SELECT = "id,displayName,userPrincipalName,mail"
+GROUP_SELECT = "id,displayName,mail,isAssignableToRole"
+SP_SELECT = "id,displayName,appId"
+AU_SELECT = "id,displayName"
+
+_GUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+_AU_SCOPE_RE = re.compile(r"^/administrativeUnits/(?P<id>[^/]+)/?$", re.IGNORECASE)
+
+_ODATA_TYPES = {
+    "#microsoft.graph.user": "user",
+    "#microsoft.graph.group": "group",
+    "#microsoft.graph.servicePrincipal": "service_principal",
+}
+_TYPE_WORDS = {"user": "user", "group": "group", "service_principal": "service principal"}
+
+# Role definitions change rarely and one task asks about them several times (the role it
+# manages, names for results): read the list once per Graph endpoint for this process.
+_ROLE_CACHE = {}
+
+
+def is_guid(value):
+    return isinstance(value, str) and bool(_GUID_RE.match(value))
+
+
+def require_guid(value, what):
+    """Return ``value`` lower-cased if it is a GUID, else InputError naming ``what``."""
+    if not is_guid(value):
+        raise InputError(
+            "%s '%s' is not a valid GUID; expected an object id like 00000000-0000-0000-0000-000000000000"
+            % (what, value)
+        )
+    return value.lower()
+
+
+def _candidates(principals):
+    return ", ".join("'%s' (%s, %s)" % (p.display_name, _TYPE_WORDS[p.type], p.id) for p in principals)
+
+
+def principal_from_graph(obj, kind=None):
+    """A Graph user/group/servicePrincipal dict → Principal (kind from @odata.type when not given)."""
+    kind = kind or _ODATA_TYPES.get(obj.get("@odata.type"))
+    if kind is None:
+        if "userPrincipalName" in obj:
+            kind = "user"
+        elif "appId" in obj:
+            kind = "service_principal"
+        else:
+            kind = "group"
+    return Principal(
+        id=obj["id"],
+        type=kind,
+        display_name=obj.get("displayName"),
+        upn=obj.get("userPrincipalName") if kind == "user" else None,
+        app_id=obj.get("appId") if kind == "service_principal" else None,
+        role_assignable=obj.get("isAssignableToRole") if kind == "group" else None,
+    )
+
+
+def _role_from_graph(obj):
+    return Role(obj["id"], obj.get("displayName"), obj.get("templateId") or obj["id"], bool(obj.get("isBuiltIn")))
+
+
+def encode_url(path, params=None):
+    """A relative URL for a $batch item: path plus the query string, percent-encoded."""
+    query = "&".join("%s=%s" % (k, quote(str(v), safe="$,()'=@:/")) for k, v in (params or {}).items())
+    return path + ("?" + query if query else "")
+
+
+def _get(path, params):
+    """A lookup that can be sent alone (path + params) or inside a $batch (url)."""
+    return {"method": "GET", "path": path, "params": params, "url": encode_url(path, params)}
+
+
+def batch_item(req, item_id):
+    """Our request dict → the client's batch item shape."""
+    out = {"id": str(item_id), "method": req["method"], "url": req["url"]}
+    if req.get("body") is not None:
+        out["body"] = req["body"]
+        out["headers"] = {"Content-Type": "application/json"}
+    return out
+
+
+def send_all(client, requests):
+    """Send batch-ready requests; returns Graph bodies (or the GraphError of a failed item), in order.
+
+    One request goes out as a plain call (no $batch envelope); several share one $batch.
+    """
+    if not requests:
+        return []
+    if len(requests) == 1:
+        req = requests[0]
+        try:
+            if req["method"] == "POST":
+                return [client.post(req["path"], req["body"], idempotent=True)]
+            return [{"value": client.list(req["path"], params=req.get("params"))}]
+        except GraphError as err:
+            return [err]
+    out = []
+    for resp in client.batch([batch_item(req, n + 1) for n, req in enumerate(requests)]):
+        try:
+            raise_for_item(client, resp)
+        except GraphError as err:
+            out.append(err)
+            continue
+        out.append(resp.get("body") or {})
+    return out
+
+
+def follow_pages(client, body):
+    """All items of a collection answer, following @odata.nextLink (an answer from a $batch is one page)."""
+    items = list((body or {}).get("value", []))
+    link = (body or {}).get("@odata.nextLink")
+    if link:
+        # The client follows the rest of the chain itself (and only to our Graph host).
+        items.extend(client.list(link))
+    return items
+
+
+def raise_for_item(client, resp):
+    """Turn one failed $batch item into GraphError, the same way the client does for plain calls."""
+    if 200 <= int(resp.get("status") or 0) < 300:
+        return
+    helper = getattr(client, "raise_for_item", None)
+    if helper is None:
+        from ansible_collections.entra.pim.plugins.module_utils import _graph
+
+        helper = _graph.raise_for_item
+    helper(resp)
+
+
+class Resolver:
+    """Resolve roles, principals and scopes through one GraphClient. Cheap to create."""
+
+    def __init__(self, client):
+        self.client = client
+
+    # ------------------------------------------------------------ roles
+
+    def _cache_key(self):
+        return getattr(self.client, "graph_url", None) or id(self.client)
+
+    def role_list_request(self):
+        return _get(ROLE_DEFINITIONS, {"$select": ROLE_SELECT})
+
+    def roles_cached(self):
+        return self._cache_key() in _ROLE_CACHE
+
+    def load_roles(self, items):
+        """Fill the role cache from Graph roleDefinition dicts (e.g. from a batched list)."""
+        roles = [_role_from_graph(item) for item in items]
+        _ROLE_CACHE[self._cache_key()] = roles
+        return roles
+
+    def all_roles(self):
+        key = self._cache_key()
+        if key not in _ROLE_CACHE:
+            self.load_roles(self.client.list(ROLE_DEFINITIONS, params={"$select": ROLE_SELECT}))
+        return _ROLE_CACHE[key]
+
+    def role_by_id(self, role_id):
+        if not role_id:
+            return None
+        wanted = role_id.lower()
+        for role in self.all_roles():
+            if role.id.lower() == wanted:
+                return role
+        for role in self.all_roles():
+            if (role.template_id or "").lower() == wanted:
+                return role
+        return None
+
+    def role(self, name_or_id):
+        """A role by display name (case-insensitive, matched locally), id or template id."""
+        value = (name_or_id or "").strip()
+        if not value:
+            raise InputError("role is empty; expected a role display name such as 'User Administrator' or its id")
+        if is_guid(value):
+            found = self.role_by_id(value)
+            if found:
+                return found
+            raise InputError("role id '%s' matches no role definition (neither an id nor a template id)" % value)
+        wanted = value.casefold()
+        matches = [r for r in self.all_roles() if (r.display_name or "").casefold() == wanted]
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            raise InputError(
+                "role '%s' matches %d role definitions: %s; give the role's id instead"
+                % (value, len(matches), ", ".join("'%s' (%s)" % (r.display_name, r.id) for r in matches))
+            )
+        names = {(r.display_name or "").casefold(): r.display_name for r in self.all_roles()}
+        close = difflib.get_close_matches(wanted, list(names), n=5, cutoff=0.6)
+        hint = "; did you mean %s?" % ", ".join("'%s'" % names[c] for c in close) if close else ""
+        raise InputError("role '%s' not found among %d role definitions%s" % (value, len(names), hint))
+
+    def roles(self, names):
+        """Several roles with one role-list read; the first unknown one raises."""
+        return [self.role(name) for name in names]
+
+    # ------------------------------------------------------------ principals
+
+    def principal_requests(self, value, principal_type="auto"):
+        """The Graph requests that look ``value`` up, as (kind, request) pairs.
+
+        kind is "ids" (a directoryObjects/getByIds POST) or a principal type for a filtered
+        list. Send them with ``client.batch`` or one by one; pass the answers to
+        ``principal_from_answers`` in the same order.
+        """
+        value = (value or "").strip()
+        if principal_type not in PRINCIPAL_TYPES:
+            raise InputError("principal_type '%s' is not one of %s" % (principal_type, ", ".join(PRINCIPAL_TYPES)))
+        if not value:
+            raise InputError("principal is empty; expected an object id, a UPN, or a group or service principal name")
+        quoted = odata_quote(value)
+        if is_guid(value):
+            types = {
+                "auto": ["user", "group", "servicePrincipal"],
+                "user": ["user"],
+                "group": ["group"],
+                "service_principal": ["servicePrincipal"],
+            }[principal_type]
+            return [
+                (
+                    "ids",
+                    {
+                        "method": "POST",
+                        "path": "/directoryObjects/getByIds",
+                        "url": "/directoryObjects/getByIds",
+                        "body": {"ids": [value.lower()], "types": types},
+                    },
+                )
+            ]
+        if "@" in value and principal_type in ("auto", "user"):
+            flt = "userPrincipalName eq %s or mail eq %s" % (quoted, quoted)
+            return [("user", _get("/users", {"$filter": flt, "$select": USER_SELECT}))]
+        out = []
+        if principal_type == "user":
+            out.append(("user", _get("/users", {"$filter": "displayName eq %s" % quoted, "$select": USER_SELECT})))
+        if principal_type in ("auto", "group"):
+            field = "mail" if "@" in value else "displayName"
+            flt = "%s eq %s" % (field, quoted)
+            out.append(("group", _get("/groups", {"$filter": flt, "$select": GROUP_SELECT})))
+        if principal_type in ("auto", "service_principal"):
+            flt = "displayName eq %s" % quoted
+            out.append(("service_principal", _get("/servicePrincipals", {"$filter": flt, "$select": SP_SELECT})))
+        return out
+
+    def principal_from_answers(self, value, principal_type, kinds, answers):
+        """Turn the answers (Graph bodies, in request order) into exactly one Principal."""
+        value = (value or "").strip()
+        found = []
+        for kind, body in zip(kinds, answers, strict=True):
+            for obj in (body or {}).get("value", []):
+                found.append(principal_from_graph(obj, None if kind == "ids" else kind))
+        # getByIds never errors on unknown ids: a GUID may still be a service principal's appId.
+        if not found and is_guid(value) and principal_type in ("auto", "service_principal"):
+            flt = "appId eq %s" % odata_quote(value.lower())
+            for obj in self.client.list("/servicePrincipals", params={"$filter": flt, "$select": SP_SELECT}):
+                found.append(principal_from_graph(obj, "service_principal"))
+        unique = list({p.id: p for p in found}.values())
+        if len(unique) == 1:
+            return unique[0]
+        what = "principal" if principal_type == "auto" else _TYPE_WORDS[principal_type]
+        if not unique:
+            searched = {
+                "auto": "users (by id, UPN or mail), groups and service principals (by name, id or appId)",
+                "user": "users (by id, UPN, mail or display name)",
+                "group": "groups (by id, display name or mail)",
+                "service_principal": "service principals (by id, display name or appId)",
+            }[principal_type]
+            raise InputError("%s '%s' not found; searched %s" % (what, value, searched))
+        raise InputError(
+            "%s '%s' is ambiguous: %d objects match: %s; give the object id (or set principal_type)"
+            % (what, value, len(unique), _candidates(unique))
+        )
+
+    def principal(self, value, principal_type="auto"):
+        """One user, group or service principal from an object id, UPN, mail, name or appId."""
+        pairs = self.principal_requests(value, principal_type)
+        answers = self._send([req for _, req in pairs])
+        return self.principal_from_answers(value, principal_type, [k for k, _ in pairs], answers)
+
+    def principals_by_ids(self, ids):
+        """Many object ids → {id: Principal} with getByIds (1000 ids per request); unknown ids are left out."""
+        wanted = sorted({i.lower() for i in ids if is_guid(i)})
+        out = {}
+        for chunk in range(0, len(wanted), 1000):
+            body = {"ids": wanted[chunk : chunk + 1000], "types": ["user", "group", "servicePrincipal"]}
+            answer = self.client.post("/directoryObjects/getByIds", body, idempotent=True) or {}
+            for obj in answer.get("value", []):
+                principal = principal_from_graph(obj)
+                out[principal.id.lower()] = principal
+        return out
+
+    def _send(self, requests):
+        answers = send_all(self.client, requests)
+        for answer in answers:
+            if isinstance(answer, GraphError):
+                raise answer
+        return answers
+
+    # ------------------------------------------------------------ scopes
+
+    def directory_scope(self, value):
+        """'/' (default), '/administrativeUnits/{id}', an AU id or an AU display name → a directoryScopeId."""
+        local = directory_scope_local(value)
+        if local is not None:
+            return local
+        req = directory_scope_request(value)
+        try:
+            units = self.client.list(req["path"], params=req["params"])
+        except GraphError as err:
+            raise directory_scope_error(value, err)
+        return directory_scope_from_answer(value, units)
+
+
+def directory_scope_local(value):
+    """The directoryScopeId when it needs no lookup, else None (an administrative unit's name)."""
+    value = (value or "/").strip()
+    if value == "/":
+        return "/"
+    match = _AU_SCOPE_RE.match(value)
+    if match:
+        return "/administrativeUnits/" + require_guid(match.group("id"), "directory_scope administrative unit id")
+    if value.startswith("/"):
+        # Graph also takes a directory object's id as a scope, e.g. "/{application object id}".
+        return "/" + require_guid(value[1:].rstrip("/"), "directory_scope object id")
+    if is_guid(value):
+        return "/administrativeUnits/" + value.lower()
+    return None
+
+
+def directory_scope_request(value):
+    flt = "displayName eq %s" % odata_quote(value.strip())
+    return _get("/directory/administrativeUnits", {"$filter": flt, "$select": AU_SELECT})
+
+
+def directory_scope_error(value, err):
+    """A failed AU lookup → InputError when it is a permission problem (the name was optional)."""
+    if isinstance(err, GraphError) and err.status == 403:
+        return InputError(
+            "directory_scope '%s' is a name, and reading administrative units was refused (%s); "
+            "give '/administrativeUnits/{id}' instead or grant AdministrativeUnit.Read.All" % (value, err.code or "403")
+        )
+    return err
+
+
+def directory_scope_from_answer(value, units):
+    if len(units) == 1:
+        return "/administrativeUnits/" + units[0]["id"].lower()
+    if not units:
+        raise InputError(
+            "directory_scope '%s' is neither '/', '/administrativeUnits/{id}' nor the name of an "
+            "administrative unit" % value
+        )
+    raise InputError(
+        "directory_scope '%s' matches %d administrative units: %s; give '/administrativeUnits/{id}' instead"
+        % (value, len(units), ", ".join("'%s' (%s)" % (u.get("displayName"), u["id"]) for u in units))
+    )
+
+
+def app_scope(value):
+    """app_scope passes through, but an empty or blank value is a mistake, not 'no scope'."""
+    if value is None:
+        return None
+    text = str(value).strip()
+    if not text:
+        raise InputError("app_scope is empty; omit it, or give an app scope id such as '/' or an application id")
+    return text
