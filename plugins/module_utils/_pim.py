@@ -358,6 +358,29 @@ def changed(p):
     return p.action != "none"
 
 
+def plan_satisfied(p, desired, current, now):
+    """Pure: does ``current`` (re-read after a lost or refused write) show the plan's effect?"""
+    current = current or empty_current()
+    if p.action in ("create", "update"):
+        want = desired.schedule or sched.Desired(None, None, None, None)
+        return current.schedule is not None and not sched.differences(want, current.window, now)
+    if p.action == "remove":
+        return current.schedule is None
+    if p.action == "cancel":
+        return not {r.get("id") for r in current.pending} & set(p.cancel_ids)
+    return True
+
+
+def confirmer(client, kind, target, desired, p, now):
+    """A ``confirm()`` for ``execute``: re-read the target and check ``plan_satisfied``."""
+
+    def confirm():
+        current = read_current(client, kind, target, include_pending=p.action == "cancel")
+        return plan_satisfied(p, desired, current, now)
+
+    return confirm
+
+
 def diff(p):
     """Ansible's diff from the plan: before/after dicts ({} for absent)."""
     return {"before": p.before or {}, "after": p.after or {}}
@@ -526,7 +549,8 @@ def explain_rule(name, role_name, rules, request, level):
     if name == "ExpirationRule":
         rule = _rule(rules, "Expiration_%s_%s" % (caller, level))
         asked = _asked(request)
-        asked_text = "a %s of %s" % (noun, asked) if asked else "a permanent %s" % noun
+        article = "an" if noun[0] in "aeiou" else "a"
+        asked_text = "%s %s of %s" % (article, noun, asked) if asked else "a permanent %s" % noun
         if rule is None:
             return "ExpirationRule: %s limits how long %s may last; the request asked for %s." % (
                 role,
