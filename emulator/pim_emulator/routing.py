@@ -43,6 +43,7 @@ class Route:
     handler: Any
     permissions: list | None
     delegated_only: bool = False
+    transaction: bool = True
     segments: list = field(default_factory=list)  # [(kind, value)], kind 2=literal,1=mixed,0=param
 
     @property
@@ -114,7 +115,7 @@ class Router:
     def __init__(self):
         self.routes: list[Route] = []
 
-    def add(self, method, pattern, handler, permissions=_UNSET, delegated_only=False) -> Route:
+    def add(self, method, pattern, handler, permissions=_UNSET, delegated_only=False, transaction=True) -> Route:
         method = method.upper()
         if permissions is _UNSET:
             if pattern.startswith("/v1.0/"):
@@ -122,7 +123,7 @@ class Router:
             permissions = None
         if permissions is not None:
             permissions = list(permissions)
-        r = Route(method, pattern, handler, permissions, delegated_only)
+        r = Route(method, pattern, handler, permissions, delegated_only, transaction)
         r.segments = [_compile_segment(s) for s in split_path(pattern)]
         for other in self.routes:
             if other.method == method and other.pattern == pattern:
@@ -161,11 +162,15 @@ class Router:
 ROUTER = Router()
 
 
-def route(method: str, pattern: str, permissions=_UNSET, delegated_only: bool = False):
-    """Decorator registering ``fn(ctx) -> Response | dict | None`` on the global router."""
+def route(method: str, pattern: str, permissions=_UNSET, delegated_only: bool = False, transaction: bool = True):
+    """Decorator registering ``fn(ctx) -> Response | dict | None`` on the global router.
+
+    ``transaction=False`` (platform use, e.g. ``$batch``): the handler gets ``ctx.tx = None``
+    and opens transactions itself.
+    """
 
     def deco(fn):
-        ROUTER.add(method, pattern, fn, permissions=permissions, delegated_only=delegated_only)
+        ROUTER.add(method, pattern, fn, permissions=permissions, delegated_only=delegated_only, transaction=transaction)
         return fn
 
     return deco
