@@ -347,13 +347,16 @@ def describe_connection_error(exc):
             if type(e).__name__ == "SSLCertVerificationError":
                 return "TLS certificate verification failed (%s)" % (getattr(e, "verify_message", None) or "untrusted")
         return "TLS handshake failed"
-    if "NameResolutionError" in names or any("Name or service not known" in str(e) for e in chain):
+    texts = " ".join(str(e) for e in chain)
+    if "NameResolutionError" in names or "Name or service not known" in texts or "nodename nor servname" in texts:
         return "the host name could not be resolved"
-    if "ConnectTimeoutError" in names or "ConnectTimeout" in names:
-        return "connecting timed out"
-    if "ConnectionRefusedError" in names or any("Connection refused" in str(e) for e in chain):
+    if "ConnectionRefusedError" in names or "Connection refused" in texts:
         return "the connection was refused"
-    if "ReadTimeout" in names or "ReadTimeoutError" in names:
+    # urllib3 2 makes NewConnectionError a subclass of ConnectTimeoutError: compare exact types here.
+    exact = {type(e).__name__ for e in chain}
+    if exact & {"ConnectTimeoutError", "ConnectTimeout"} or "timed out" in texts and "NewConnectionError" in names:
+        return "connecting timed out"
+    if exact & {"ReadTimeout", "ReadTimeoutError"}:
         return "no response arrived before request_timeout"
     if "NewConnectionError" in names:
         return "a connection could not be opened"

@@ -164,7 +164,7 @@ def permission_hint(method, path, claims=None):
     read, write = PERMISSION_HINTS[best]
     perms = (write or read) if writes else read
     claims = claims or {}
-    delegated = "scp" in claims and "roles" not in claims
+    delegated = bool(claims.get("scp")) and not claims.get("roles")
     kind = "delegated" if delegated else "application"
     text = " The %s needs one of these Microsoft Graph %s permissions (granted with admin consent): %s." % (
         "signed-in user's app" if delegated else "app",
