@@ -1,0 +1,417 @@
+#!/usr/bin/python
+# Copyright: contributors to the entra.pim collection
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: pim_role_eligibility
+short_description: Make a user or group eligible for a Microsoft Entra directory role with PIM
+version_added: 0.1.0
+description:
+  - Manages one Privileged Identity Management (PIM) eligibility, that is the right of a user or a role-assignable
+    group to activate a Microsoft Entra directory role when they need it.
+  - Declarative. With O(state=present) a missing eligibility is created (C(adminAssign)); an existing one whose
+    schedule differs is updated in place (C(adminUpdate)), never removed and created again; an equal one is left
+    alone. With O(state=absent) an eligibility is removed (C(adminRemove)), and a request still waiting for approval
+    or for its start is cancelled instead.
+  - Schedules are compared by meaning. A start in the past is not a change; end times less than a minute apart are
+    equal; O(duration) is counted from the start of the existing eligibility; permanent and expiring always differ.
+  - The current state is read from PIM schedules, never from past requests (Microsoft Graph deletes those after
+    about 45 days).
+  - Eligibilities a user holds through a group are reported in RV(inherited) and never changed.
+  - A refusal by the role's PIM policy is explained with the policy's value, for example the longest eligibility
+    the role allows.
+  - Needs the Microsoft Graph application permissions C(RoleEligibilitySchedule.ReadWrite.Directory) (or
+    C(RoleManagement.ReadWrite.Directory)), C(Directory.Read.All) (or C(User.Read.All) and C(Group.Read.All)) to
+    find principals, and C(AdministrativeUnit.Read.All) only when O(directory_scope) is given by name.
+author:
+  - entra.pim contributors
+extends_documentation_fragment:
+  - entra.pim._auth
+  - entra.pim._attributes
+options:
+  principal:
+    description:
+      - Who is made eligible.
+      - A user's object id, user principal name or mail address (V(alice@contoso.com)); a group's object id or display
+        name; a service principal's object id, display name or application (client) id.
+      - A name that matches no object, or more than one, fails and lists the candidates. Give the object id then.
+      - Only users and role-assignable groups can be eligible. A service principal fails with a hint to use
+        M(entra.pim.pim_role_assignment) instead.
+    type: str
+    required: true
+    version_added: 0.1.0
+  principal_type:
+    description:
+      - What kind of object O(principal) names. V(auto) looks for users when the value contains C(@), otherwise for
+        groups and service principals.
+      - Set it to search one kind only, for example V(user) to find a user by display name.
+    type: str
+    choices: [auto, user, group, service_principal]
+    default: auto
+    version_added: 0.1.0
+  role:
+    description:
+      - The directory role, by display name (case-insensitive, for example V(User Administrator)), role definition
+        id or template id.
+      - An unknown name fails and suggests up to five similar role names.
+    type: str
+    required: true
+    version_added: 0.1.0
+  directory_scope:
+    description:
+      - Where the role applies. V(/) is the whole tenant.
+      - An administrative unit as V(/administrativeUnits/{id}), its object id, or its display name (for example
+        V(Sales AU)).
+    type: str
+    default: /
+    version_added: 0.1.0
+  app_scope:
+    description:
+      - The application scope, for custom roles that apply to application objects only. Leave it out otherwise.
+    type: str
+    version_added: 0.1.0
+  start:
+    description:
+      - When the eligibility begins, as an ISO 8601 date and time such as V(2026-12-01T08:00:00Z). A time without a
+        time zone is UTC.
+      - Leave it out, or say V(now), to begin now. When an existing eligibility is updated, leaving it out keeps the
+        start it has.
+      - A start in the past is not treated as a change.
+    type: str
+    version_added: 0.1.0
+  end:
+    description:
+      - When the eligibility ends, as an ISO 8601 date and time. It must be later than O(start), and in the future.
+      - Only one of O(end), O(duration) and O(permanent=true) may be given.
+      - When none of them is given, an existing eligibility keeps its end and a new one does not expire.
+    type: str
+    version_added: 0.1.0
+  duration:
+    description:
+      - How long the eligibility lasts, as an ISO 8601 duration such as V(P90D), V(P2W) or V(PT12H). It counts from
+        the start of the eligibility.
+      - Months and years (V(P6M), V(P1Y)) are refused because their length varies; use days (V(P180D), V(P365D)).
+    type: str
+    version_added: 0.1.0
+  permanent:
+    description:
+      - V(true) makes the eligibility never expire. The role's policy may forbid this (the default policy allows it).
+      - V(false) only makes sense together with O(end) or O(duration).
+    type: bool
+    version_added: 0.1.0
+  justification:
+    description:
+      - Why the eligibility is given, recorded with the request. Some role policies require it.
+      - It is sent with every request this task makes; it is not compared, because Graph does not return it with the
+        eligibility.
+    type: str
+    version_added: 0.1.0
+  ticket_number:
+    description:
+      - The number of the change or incident ticket behind this request, when the role's policy asks for one.
+    type: str
+    version_added: 0.1.0
+  ticket_system:
+    description:
+      - The system O(ticket_number) belongs to, for example V(ServiceNow).
+    type: str
+    version_added: 0.1.0
+  state:
+    description:
+      - V(present) makes sure the eligibility exists with the given schedule; V(absent) makes sure it does not.
+    type: str
+    choices: [present, absent]
+    default: present
+    version_added: 0.1.0
+  validate_only:
+    description:
+      - Ask Microsoft Graph whether the change would be accepted, without making it (Graph's C(isValidationOnly)).
+      - The answer is in RV(validation); a policy refusal is explained there and does not fail the task.
+      - Works in check mode too, which otherwise sends nothing to Graph but reads.
+    type: bool
+    default: false
+    version_added: 0.1.0
+notes:
+  - Justification and ticket are kept by Graph on the request, not on the eligibility, so changing only them is not
+    a change.
+  - An eligibility created with a start in the future shows C(status=Granted) until it starts.
+seealso:
+  - module: entra.pim.pim_role_eligibility_info
+  - module: entra.pim.pim_policy
+  - name: PIM APIs in Microsoft Graph
+    description: How eligibility schedules, instances and requests relate.
+    link: https://learn.microsoft.com/graph/api/resources/privilegedidentitymanagementv3-overview
+"""
+
+EXAMPLES = r"""
+- name: Make Alice eligible for User Administrator for 90 days
+  entra.pim.pim_role_eligibility:
+    principal: alice@contoso.com
+    role: User Administrator
+    duration: P90D
+    justification: Helpdesk rotation Q1
+
+- name: Make the helpdesk group eligible in the Sales administrative unit until the end of the year
+  entra.pim.pim_role_eligibility:
+    principal: PIM-Helpdesk
+    principal_type: group
+    role: Helpdesk Administrator
+    directory_scope: Sales AU
+    end: "2026-12-31T23:59:59Z"
+    ticket_number: CHG-1042
+    ticket_system: ServiceNow
+
+- name: Ask Graph whether a permanent eligibility would pass the role's policy, changing nothing
+  entra.pim.pim_role_eligibility:
+    principal: bob@contoso.com
+    role: Security Administrator
+    permanent: true
+    validate_only: true
+  register: check
+  failed_when: not check.validation.valid
+
+- name: Remove the eligibility (a request still pending approval is cancelled instead)
+  entra.pim.pim_role_eligibility:
+    principal: alice@contoso.com
+    role: User Administrator
+    state: absent
+
+- name: Authenticate once for every entra.pim task of a play
+  module_defaults:
+    group/entra.pim.pim:
+      tenant_id: "{{ vault_tenant_id }}"
+      client_id: "{{ vault_client_id }}"
+      client_secret: "{{ vault_client_secret }}"
+  block:
+    - name: Bob is eligible for Global Reader, permanently
+      entra.pim.pim_role_eligibility:
+        principal: bob@contoso.com
+        role: Global Reader
+        permanent: true
+"""
+
+RETURN = r"""
+eligibility:
+  description:
+    - The eligibility after the task (what it would be, in check mode). Null when O(state=absent).
+    - With a pending request that already asks for this eligibility, the request's view, with RV(eligibility.status)
+      such as C(PendingApproval).
+  returned: always
+  type: dict
+  contains:
+    id:
+      description: The eligibility schedule's id. It stays the same when the schedule is updated. Null in check mode
+        for an eligibility not created yet.
+      type: str
+      sample: 0b0c7d36-4b5e-4e46-9c0e-6a0a3f0b5f21
+    principal_id:
+      description: The object id of the user or group.
+      type: str
+      sample: 10000000-0000-4000-8000-000000000002
+    principal_name:
+      description: The display name of the user or group.
+      type: str
+      sample: Alice Anders
+    principal_type:
+      description: V(user) or V(group).
+      type: str
+      sample: user
+    role_definition_id:
+      description: The role definition id.
+      type: str
+      sample: fe930be7-5e62-47db-91af-98c3a49a38b1
+    role_name:
+      description: The role's display name.
+      type: str
+      sample: User Administrator
+    directory_scope_id:
+      description: The directory scope, V(/) or V(/administrativeUnits/{id}).
+      type: str
+      sample: /
+    app_scope_id:
+      description: The application scope, or null.
+      type: str
+      sample: null
+    start:
+      description: When the eligibility begins (UTC).
+      type: str
+      sample: "2026-11-29T10:00:00Z"
+    end:
+      description: When it ends (UTC); null when permanent.
+      type: str
+      sample: "2027-02-27T10:00:00Z"
+    permanent:
+      description: Whether it never expires.
+      type: bool
+      sample: false
+    member_type:
+      description: V(Direct) for an eligibility given to the principal itself.
+      type: str
+      sample: Direct
+    status:
+      description: Graph's status, for example C(Provisioned), C(Granted) (starts later) or C(PendingApproval).
+      type: str
+      sample: Provisioned
+request:
+  description:
+    - The schedule request Graph created for the change, with snake_case keys. Graph keeps requests only for about
+      45 days; the eligibility itself is in RV(eligibility).
+  returned: when a request was sent and Graph answered it
+  type: dict
+  sample:
+    id: 0b0c7d36-4b5e-4e46-9c0e-6a0a3f0b5f21
+    action: adminAssign
+    status: Provisioned
+    target_schedule_id: 0b0c7d36-4b5e-4e46-9c0e-6a0a3f0b5f21
+changes:
+  description: Why the task changed something (or why not), in words.
+  returned: always
+  type: list
+  elements: str
+  sample: ["end: 2027-01-01T00:00:00Z -> permanent"]
+inherited:
+  description:
+    - Eligibilities for the same role and scope that the principal holds through a group. Same keys as
+      RV(eligibility). They are never changed by this module.
+  returned: always
+  type: list
+  elements: dict
+  sample: []
+validation:
+  description: Graph's answer when O(validate_only=true).
+  returned: when O(validate_only=true)
+  type: dict
+  contains:
+    valid:
+      description: Whether Graph would accept the change (true when there is nothing to change).
+      type: bool
+      sample: false
+    message:
+      description: Why Graph would refuse it, in words, with the policy's values.
+      type: str
+      sample: "ExpirationRule: role 'User Administrator' requires eligible assignments to expire within P365D; the
+        request asked for a permanent eligibility."
+    failed_rules:
+      description: The policy rules Graph named.
+      type: list
+      elements: str
+      sample: [ExpirationRule]
+    error_code:
+      description: Graph's error code.
+      type: str
+      sample: RoleAssignmentRequestPolicyValidationFailed
+auth_method:
+  description: Which authentication method was used.
+  returned: always
+  type: str
+  sample: client_secret
+"""
+
+from datetime import datetime, timezone  # noqa: E402
+
+from ansible_collections.entra.pim.plugins.module_utils import _pim as pim  # noqa: E402
+from ansible_collections.entra.pim.plugins.module_utils import _schedule as sched  # noqa: E402
+from ansible_collections.entra.pim.plugins.module_utils._errors import GraphError  # noqa: E402
+from ansible_collections.entra.pim.plugins.module_utils._module import PimModule  # noqa: E402
+from ansible_collections.entra.pim.plugins.module_utils._resolve import PRINCIPAL_TYPES, Resolver  # noqa: E402
+
+KIND = "eligibility"
+
+ARGUMENT_SPEC = dict(
+    principal=dict(type="str", required=True),
+    principal_type=dict(type="str", default="auto", choices=list(PRINCIPAL_TYPES)),
+    role=dict(type="str", required=True),
+    directory_scope=dict(type="str", default="/"),
+    app_scope=dict(type="str"),
+    start=dict(type="str"),
+    end=dict(type="str"),
+    duration=dict(type="str"),
+    permanent=dict(type="bool"),
+    justification=dict(type="str"),
+    ticket_number=dict(type="str"),
+    ticket_system=dict(type="str"),
+    state=dict(type="str", default="present", choices=["present", "absent"]),
+    validate_only=dict(type="bool", default=False),
+)
+
+
+def explain(client, err, target, body):
+    """A Graph refusal in our words; reads the role's policy only when a policy rule failed."""
+    rules = None
+    if pim.failed_rules(err.graph_message) or err.code == "RoleAssignmentRequestPolicyValidationFailed":
+        rules = pim.read_policy_rules(client, target.role.id)
+    return pim.explain_graph_error(err, KIND, target, body, rules)
+
+
+def run(module):
+    p = module.params
+    now = datetime.now(timezone.utc)
+    state = p["state"]
+    # Every option is checked before the first request, so bad input changes nothing.
+    schedule = None
+    if state == "present":
+        schedule = sched.desired_schedule(p["start"], p["end"], p["duration"], p["permanent"], now=now)
+    desired = pim.Desired(state, schedule, p["justification"], p["ticket_number"], p["ticket_system"])
+
+    client = module.client
+    target = pim.resolve_target(
+        client, Resolver(client), p["role"], p["principal"], p["principal_type"], p["directory_scope"], p["app_scope"]
+    )
+    if state == "present":
+        pim.check_principal_for(KIND, target.principal)
+    # Schedules and pending requests in one round trip.
+    current = pim.read_current(client, KIND, target, include_pending=True)
+    plan = pim.plan(KIND, target, desired, current, now)
+
+    result = dict(
+        changed=pim.changed(plan),
+        changes=plan.reasons,
+        inherited=[
+            pim.describe(KIND, target, sched.window_from_schedule_info(s.get("scheduleInfo")), s)
+            for s in current.inherited
+        ],
+        eligibility=plan.after,
+    )
+    if module._diff:
+        result["diff"] = pim.diff(plan)
+
+    if p["validate_only"]:
+        refusal = pim.validate(client, KIND, plan)
+        validation = dict(valid=refusal is None, message=None, failed_rules=[], error_code=None)
+        if refusal is not None:
+            explained = explain(client, refusal, target, plan.body)
+            validation.update(
+                message=explained.msg, failed_rules=pim.failed_rules(refusal.graph_message), error_code=refusal.code
+            )
+        result["validation"] = validation
+        return result
+    if module.check_mode or plan.action == "none":
+        return result
+
+    try:
+        outcome = pim.execute(client, KIND, plan, confirm=pim.confirmer(client, KIND, target, desired, plan, now))
+    except GraphError as err:
+        raise explain(client, err, target, plan.body)
+    result["eligibility"] = pim.result_from_request(KIND, target, outcome.request, plan, now)
+    if outcome.confirmed and plan.action in ("create", "update"):
+        # Graph's answer was lost but the re-read showed the change: report what is there.
+        after = pim.read_current(client, KIND, target)
+        result["eligibility"] = pim.describe(KIND, target, after.window, after.schedule)
+    if outcome.request:
+        result["request"] = pim.request_result(outcome.request)
+    return result
+
+
+def main():
+    PimModule(
+        argument_spec=ARGUMENT_SPEC,
+        supports_check_mode=True,
+        required_together=[("ticket_number", "ticket_system")],
+    ).run(run)
+
+
+if __name__ == "__main__":
+    main()
