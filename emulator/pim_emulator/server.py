@@ -233,7 +233,9 @@ class Stats:
         self.reset()
 
     def reset(self) -> None:
-        with getattr(self, "lock", threading.Lock()):
+        """Zero the counters, except ``server_errors`` (a count since start, so no 500 goes unseen)."""
+        with self.lock:
+            kept = getattr(self, "data", {}).get("server_errors", 0)
             self.data = {
                 "graph_requests": 0,
                 "token_requests": 0,
@@ -245,7 +247,7 @@ class Stats:
                 "by_status": {},
                 "faults_injected": 0,
                 "throttled": 0,
-                "server_errors": 0,
+                "server_errors": kept,
             }
 
     def bump(self, key: str, sub: str | None = None, n: int = 1) -> None:
