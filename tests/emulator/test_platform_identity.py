@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from pathlib import Path
 
 import jwt
 import msal
@@ -219,7 +220,7 @@ def test_token_endpoint_errors_are_aad_shaped(fresh):
 
 def test_msal_certificate(fresh):
     sb = fresh
-    pem = open(sb.conn["client_certificate_path"], "rb").read()
+    pem = Path(sb.conn["client_certificate_path"]).read_bytes()
     cert = x509.load_pem_x509_certificate(pem)
     key = serialization.load_pem_private_key(pem, password=None)
     key_pem = key.private_bytes(
@@ -266,7 +267,7 @@ def test_client_assertion_failures(fresh):
     sb = fresh
     from cryptography.hazmat.primitives.asymmetric import rsa
 
-    pem = open(sb.conn["client_certificate_path"], "rb").read()
+    pem = Path(sb.conn["client_certificate_path"]).read_bytes()
     cert = x509.load_pem_x509_certificate(pem)
     key = serialization.load_pem_private_key(pem, password=None)
     import base64
