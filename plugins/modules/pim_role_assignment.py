@@ -1,0 +1,468 @@
+#!/usr/bin/python
+# Copyright: contributors to the entra.pim collection
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: pim_role_assignment
+short_description: Give a user, group or service principal an active Microsoft Entra directory role with PIM
+version_added: 0.1.0
+description:
+  - Manages one Privileged Identity Management (PIM) active assignment, that is a directory role a user, a
+    role-assignable group or a service principal holds without having to activate it, for a time or permanently.
+  - Declarative. With O(state=present) a missing assignment is created (C(adminAssign)); an existing one whose
+    schedule differs is updated in place (C(adminUpdate)), never removed and created again; an equal one is left
+    alone. With O(state=absent) an assignment is removed (C(adminRemove)), and a request still waiting for its start
+    or for approval is cancelled instead.
+  - Schedules are compared by meaning. A start in the past is not a change; end times less than a minute apart are
+    equal; O(duration) is counted from the start of the existing assignment; permanent and expiring always differ.
+  - Manages assignments of type C(Assigned) only. An activation of an eligible role (type C(Activated), made by the
+    user with M(entra.pim.pim_role_activation)) is never changed or counted as the managed assignment; when one
+    exists it is reported in RV(activation).
+  - Assignments held through a group are reported in RV(inherited) and never changed.
+  - The current state is read from PIM schedules, never from past requests (Microsoft Graph deletes those after
+    about 45 days).
+  - A refusal by the role's PIM policy is explained with the policy's value, for example the longest active
+    assignment the role allows.
+  - Needs the Microsoft Graph application permissions C(RoleAssignmentSchedule.ReadWrite.Directory) (or
+    C(RoleManagement.ReadWrite.Directory)), C(Directory.Read.All) (or C(User.Read.All), C(Group.Read.All) and
+    C(Application.Read.All)) to find principals, and C(AdministrativeUnit.Read.All) only when O(directory_scope) is
+    given by name.
+author:
+  - entra.pim contributors
+extends_documentation_fragment:
+  - entra.pim._auth
+  - entra.pim._attributes
+options:
+  principal:
+    description:
+      - Who gets the role.
+      - A user's object id, user principal name or mail address (V(alice@contoso.com)); a group's object id or display
+        name; a service principal's object id, display name or application (client) id.
+      - A name that matches no object, or more than one, fails and lists the candidates. Give the object id then.
+      - Groups must be role-assignable.
+    type: str
+    required: true
+    version_added: 0.1.0
+  principal_type:
+    description:
+      - What kind of object O(principal) names. V(auto) looks for users when the value contains C(@), otherwise for
+        groups and service principals.
+      - Set it to search one kind only, for example V(service_principal) for an automation identity.
+    type: str
+    choices: [auto, user, group, service_principal]
+    default: auto
+    version_added: 0.1.0
+  role:
+    description:
+      - The directory role, by display name (case-insensitive, for example V(Exchange Administrator)), role
+        definition id or template id.
+      - An unknown name fails and suggests up to five similar role names.
+    type: str
+    required: true
+    version_added: 0.1.0
+  directory_scope:
+    description:
+      - Where the role applies. V(/) is the whole tenant.
+      - An administrative unit as V(/administrativeUnits/{id}), its object id, or its display name (for example
+        V(Sales AU)).
+    type: str
+    default: /
+    version_added: 0.1.0
+  app_scope:
+    description:
+      - The application scope, for custom roles that apply to application objects only. Leave it out otherwise.
+    type: str
+    version_added: 0.1.0
+  start:
+    description:
+      - When the assignment begins, as an ISO 8601 date and time such as V(2026-12-01T08:00:00Z). A time without a
+        time zone is UTC.
+      - Leave it out, or say V(now), to begin now. When an existing assignment is updated, leaving it out keeps the
+        start it has.
+      - A start in the past is not treated as a change.
+    type: str
+    version_added: 0.1.0
+  end:
+    description:
+      - When the assignment ends, as an ISO 8601 date and time. It must be later than O(start), and in the future.
+      - Only one of O(end), O(duration) and O(permanent=true) may be given.
+      - When none of them is given, an existing assignment keeps its end and a new one does not expire.
+    type: str
+    version_added: 0.1.0
+  duration:
+    description:
+      - How long the assignment lasts, as an ISO 8601 duration such as V(P30D), V(P2W) or V(PT12H). It counts from
+        the start of the assignment.
+      - Months and years (V(P6M), V(P1Y)) are refused because their length varies; use days (V(P180D)).
+    type: str
+    version_added: 0.1.0
+  permanent:
+    description:
+      - V(true) makes the assignment never expire. The role's policy may forbid this (rule
+        C(Expiration_Admin_Assignment)).
+      - V(false) only makes sense together with O(end) or O(duration).
+    type: bool
+    version_added: 0.1.0
+  justification:
+    description:
+      - Why the role is assigned, recorded with the request. The default policy of most roles requires it for active
+        assignments (rule C(Enablement_Admin_Assignment)).
+      - It is sent with every request this task makes; it is not compared, because Graph does not return it with the
+        assignment.
+    type: str
+    version_added: 0.1.0
+  ticket_number:
+    description:
+      - The number of the change or incident ticket behind this request, when the role's policy asks for one.
+    type: str
+    version_added: 0.1.0
+  ticket_system:
+    description:
+      - The system O(ticket_number) belongs to, for example V(ServiceNow).
+    type: str
+    version_added: 0.1.0
+  state:
+    description:
+      - V(present) makes sure the assignment exists with the given schedule; V(absent) makes sure it does not.
+    type: str
+    choices: [present, absent]
+    default: present
+    version_added: 0.1.0
+  validate_only:
+    description:
+      - Ask Microsoft Graph whether the change would be accepted, without making it (Graph's C(isValidationOnly)).
+      - The answer is in RV(validation); a policy refusal is explained there and does not fail the task.
+      - Works in check mode too, which otherwise sends nothing to Graph but reads.
+    type: bool
+    default: false
+    version_added: 0.1.0
+notes:
+  - Graph requires a schedule on every active assignment request, so one is always sent, also to remove.
+  - Justification and ticket are kept by Graph on the request, not on the assignment, so changing only them is not a
+    change.
+  - Graph keeps one active assignment per principal, role and scope. While the principal has the role activated, Graph
+    refuses to create an assignment for it; the error says so and when the activation ends.
+seealso:
+  - module: entra.pim.pim_role_assignment_info
+  - module: entra.pim.pim_role_eligibility
+  - module: entra.pim.pim_role_activation
+  - name: PIM APIs in Microsoft Graph
+    description: How assignment schedules, instances and requests relate.
+    link: https://learn.microsoft.com/graph/api/resources/privilegedidentitymanagementv3-overview
+"""
+
+EXAMPLES = r"""
+- name: Give the deployment pipeline Application Administrator for 30 days
+  entra.pim.pim_role_assignment:
+    principal: Deploy Pipeline
+    principal_type: service_principal
+    role: Application Administrator
+    duration: P30D
+    justification: Release train 42
+
+- name: The helpdesk group holds Helpdesk Administrator in the Sales administrative unit until the end of the year
+  entra.pim.pim_role_assignment:
+    principal: PIM-Helpdesk
+    principal_type: group
+    role: Helpdesk Administrator
+    directory_scope: Sales AU
+    end: "2026-12-31T23:59:59Z"
+    justification: Sales helpdesk
+    ticket_number: CHG-1042
+    ticket_system: ServiceNow
+
+- name: Ask Graph whether a permanent assignment would pass the role's policy, changing nothing
+  entra.pim.pim_role_assignment:
+    principal: bob@contoso.com
+    role: Security Administrator
+    permanent: true
+    justification: Security on-call
+    validate_only: true
+  register: check
+  failed_when: not check.validation.valid
+
+- name: Remove the assignment (a request still pending is cancelled instead)
+  entra.pim.pim_role_assignment:
+    principal: alice@contoso.com
+    role: User Administrator
+    state: absent
+    justification: Left the team
+"""
+
+RETURN = r"""
+assignment:
+  description:
+    - The active assignment (type C(Assigned)) after the task (what it would be, in check mode). Null when
+      O(state=absent).
+    - With a pending request that already asks for this assignment, the request's view, with RV(assignment.status)
+      such as C(Granted).
+  returned: always
+  type: dict
+  contains:
+    id:
+      description: The assignment schedule's id. It stays the same when the schedule is updated. Null in check mode
+        for an assignment not created yet.
+      type: str
+      sample: 0b0c7d36-4b5e-4e46-9c0e-6a0a3f0b5f21
+    principal_id:
+      description: The object id of the user, group or service principal.
+      type: str
+      sample: 30000000-0000-4000-8000-000000000004
+    principal_name:
+      description: Its display name.
+      type: str
+      sample: Deploy Pipeline
+    principal_type:
+      description: V(user), V(group) or V(service_principal).
+      type: str
+      sample: service_principal
+    role_definition_id:
+      description: The role definition id.
+      type: str
+      sample: 9b895d92-2cd3-44c7-9d02-a6ac2d5ea5c3
+    role_name:
+      description: The role's display name.
+      type: str
+      sample: Application Administrator
+    directory_scope_id:
+      description: The directory scope, V(/) or V(/administrativeUnits/{id}).
+      type: str
+      sample: /
+    app_scope_id:
+      description: The application scope, or null.
+      type: str
+      sample: null
+    start:
+      description: When the assignment begins (UTC).
+      type: str
+      sample: "2026-11-29T10:00:00Z"
+    end:
+      description: When it ends (UTC); null when permanent.
+      type: str
+      sample: "2026-12-29T10:00:00Z"
+    permanent:
+      description: Whether it never expires.
+      type: bool
+      sample: false
+    member_type:
+      description: V(Direct) for an assignment given to the principal itself.
+      type: str
+      sample: Direct
+    assignment_type:
+      description: Always V(Assigned) here.
+      type: str
+      sample: Assigned
+    status:
+      description: Graph's status, for example C(Provisioned) or C(Granted) (starts later).
+      type: str
+      sample: Provisioned
+activation:
+  description:
+    - The principal's current activation of the same role and scope (type C(Activated)), when there is one. It is
+      reported only; this module never changes it. Same keys as RV(assignment).
+  returned: always
+  type: dict
+  sample: null
+request:
+  description:
+    - The schedule request Graph created for the change, with snake_case keys. Graph keeps requests only for about
+      45 days; the assignment itself is in RV(assignment).
+  returned: when a request was sent and Graph answered it
+  type: dict
+  sample:
+    id: 0b0c7d36-4b5e-4e46-9c0e-6a0a3f0b5f21
+    action: adminAssign
+    status: Provisioned
+    target_schedule_id: 0b0c7d36-4b5e-4e46-9c0e-6a0a3f0b5f21
+changes:
+  description: Why the task changed something (or why not), in words.
+  returned: always
+  type: list
+  elements: str
+  sample: ["end: 2027-01-01T00:00:00Z -> permanent"]
+inherited:
+  description:
+    - Active assignments for the same role and scope that the principal holds through a group. Same keys as
+      RV(assignment). They are never changed by this module.
+  returned: always
+  type: list
+  elements: dict
+  sample: []
+validation:
+  description: Graph's answer when O(validate_only=true).
+  returned: when O(validate_only=true)
+  type: dict
+  contains:
+    valid:
+      description: Whether Graph would accept the change (true when there is nothing to change).
+      type: bool
+      sample: false
+    message:
+      description: Why Graph would refuse it, in words, with the policy's values.
+      type: str
+      sample: "JustificationRule: role 'Security Administrator' requires a justification for active assignments; set
+        justification."
+    failed_rules:
+      description: The policy rules Graph named.
+      type: list
+      elements: str
+      sample: [JustificationRule]
+    error_code:
+      description: Graph's error code.
+      type: str
+      sample: RoleAssignmentRequestPolicyValidationFailed
+auth_method:
+  description: Which authentication method was used.
+  returned: always
+  type: str
+  sample: client_secret
+"""
+
+from datetime import datetime, timezone  # noqa: E402
+
+from ansible_collections.entra.pim.plugins.module_utils import _pim as pim  # noqa: E402
+from ansible_collections.entra.pim.plugins.module_utils import _schedule as sched  # noqa: E402
+from ansible_collections.entra.pim.plugins.module_utils._errors import GraphError  # noqa: E402
+from ansible_collections.entra.pim.plugins.module_utils._module import PimModule  # noqa: E402
+from ansible_collections.entra.pim.plugins.module_utils._resolve import PRINCIPAL_TYPES, Resolver  # noqa: E402
+
+KIND = "assignment"
+
+ARGUMENT_SPEC = dict(
+    principal=dict(type="str", required=True),
+    principal_type=dict(type="str", default="auto", choices=list(PRINCIPAL_TYPES)),
+    role=dict(type="str", required=True),
+    directory_scope=dict(type="str", default="/"),
+    app_scope=dict(type="str"),
+    start=dict(type="str"),
+    end=dict(type="str"),
+    duration=dict(type="str"),
+    permanent=dict(type="bool"),
+    justification=dict(type="str"),
+    ticket_number=dict(type="str"),
+    ticket_system=dict(type="str"),
+    state=dict(type="str", default="present", choices=["present", "absent"]),
+    validate_only=dict(type="bool", default=False),
+)
+
+
+def _activation_of(current):
+    """The principal's own activation among the schedules that are not managed here, or None."""
+    for item in current.other:
+        if (item.get("assignmentType") or "") == "Activated":
+            return item
+    return None
+
+
+def _describe(target, schedule):
+    return pim.describe(KIND, target, sched.window_from_schedule_info(schedule.get("scheduleInfo")), schedule)
+
+
+def explain(client, err, target, body, activation=None):
+    """A Graph refusal in our words; reads the role's policy only when a policy rule failed."""
+    if err.code == "RoleAssignmentExists" and activation is not None:
+        window = sched.window_from_schedule_info(activation.get("scheduleInfo"))
+        return GraphError(
+            "'%s' has role '%s' activated at scope '%s' (an activation of an eligible role, until %s); Graph does "
+            "not create an active assignment while that activation is in effect. Wait until it ends, or have the "
+            "user deactivate it (entra.pim.pim_role_activation state=inactive), then run again (RoleAssignmentExists)."
+            % (
+                target.principal.display_name or target.principal.id,
+                target.role.display_name,
+                target.directory_scope_id or "/",
+                sched.format_datetime(window.end) or "it is deactivated",
+            ),
+            status=err.status,
+            code=err.code,
+            graph_message=err.graph_message,
+            request_id=err.request_id,
+            client_request_id=err.client_request_id,
+            method=err.method,
+            url=err.url,
+        )
+    rules = None
+    if pim.failed_rules(err.graph_message) or err.code == "RoleAssignmentRequestPolicyValidationFailed":
+        rules = pim.read_policy_rules(client, target.role.id)
+    return pim.explain_graph_error(err, KIND, target, body, rules)
+
+
+def run(module):
+    p = module.params
+    now = datetime.now(timezone.utc)
+    state = p["state"]
+    # Every option is checked before the first request, so bad input changes nothing.
+    schedule = None
+    if state == "present":
+        schedule = sched.desired_schedule(p["start"], p["end"], p["duration"], p["permanent"], now=now)
+    desired = pim.Desired(state, schedule, p["justification"], p["ticket_number"], p["ticket_system"])
+
+    client = module.client
+    target = pim.resolve_target(
+        client, Resolver(client), p["role"], p["principal"], p["principal_type"], p["directory_scope"], p["app_scope"]
+    )
+    if state == "present":
+        pim.check_principal_for(KIND, target.principal)
+    # Schedules and pending requests in one round trip.
+    current = pim.read_current(client, KIND, target, include_pending=True)
+    # A pending self-activation is the user's business, not a pending admin assignment.
+    current = current._replace(
+        pending=[r for r in current.pending if (r.get("action") or "").lower().startswith("admin")]
+    )
+    plan = pim.plan(KIND, target, desired, current, now)
+    activation = _activation_of(current)
+
+    result = dict(
+        changed=pim.changed(plan),
+        changes=plan.reasons,
+        inherited=[_describe(target, s) for s in current.inherited],
+        activation=_describe(target, activation) if activation else None,
+        assignment=plan.after,
+    )
+    if activation is not None:
+        result["changes"] = plan.reasons + [
+            "an activation of the role by the principal exists (until %s); it is not managed by this task"
+            % (sched.format_datetime(sched.window_from_schedule_info(activation.get("scheduleInfo")).end) or "no end")
+        ]
+    if module._diff:
+        result["diff"] = pim.diff(plan)
+
+    if p["validate_only"]:
+        refusal = pim.validate(client, KIND, plan)
+        validation = dict(valid=refusal is None, message=None, failed_rules=[], error_code=None)
+        if refusal is not None:
+            explained = explain(client, refusal, target, plan.body, activation)
+            validation.update(
+                message=explained.msg, failed_rules=pim.failed_rules(refusal.graph_message), error_code=refusal.code
+            )
+        result["validation"] = validation
+        return result
+    if module.check_mode or plan.action == "none":
+        return result
+
+    try:
+        outcome = pim.execute(client, KIND, plan, confirm=pim.confirmer(client, KIND, target, desired, plan, now))
+    except GraphError as err:
+        raise explain(client, err, target, plan.body, activation)
+    result["assignment"] = pim.result_from_request(KIND, target, outcome.request, plan, now)
+    if outcome.confirmed and plan.action in ("create", "update"):
+        # Graph's answer was lost but the re-read showed the change: report what is there.
+        after = pim.read_current(client, KIND, target)
+        result["assignment"] = pim.describe(KIND, target, after.window, after.schedule)
+    if outcome.request:
+        result["request"] = pim.request_result(outcome.request)
+    return result
+
+
+def main():
+    PimModule(
+        argument_spec=ARGUMENT_SPEC,
+        supports_check_mode=True,
+        required_together=[("ticket_number", "ticket_system")],
+    ).run(run)
+
+
+if __name__ == "__main__":
+    main()
