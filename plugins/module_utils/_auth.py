@@ -23,6 +23,7 @@ import subprocess
 import tempfile
 import time
 import traceback
+import warnings
 from urllib.parse import urlsplit
 
 from ansible.module_utils.basic import env_fallback
@@ -449,7 +450,7 @@ def _check_private_file(path):
     """Refuse a cache file other users can read or write, or that someone else owns."""
     try:
         st = os.stat(path)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return False
     if not stat.S_ISREG(st.st_mode):
         raise AuthError("The token cache path %s exists but is not a regular file." % path)
@@ -822,7 +823,10 @@ class UsernamePasswordCredential(_MsalCredential):
             if result and "access_token" in result:
                 result.setdefault("token_source", "cache")
                 return result
-        return self.app.acquire_token_by_username_password(self.username, self.password, scopes=self.scopes)
+        with warnings.catch_warnings():
+            # MSAL deprecates this flow; the option is documented as legacy, for test tenants and the sandbox.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return self.app.acquire_token_by_username_password(self.username, self.password, scopes=self.scopes)
 
 
 class ManagedIdentityCredential(_MsalCredential):

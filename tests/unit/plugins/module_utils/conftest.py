@@ -150,11 +150,27 @@ def add_identity(session, token=None, tenant=TENANT, token_answers=None):
     )
     session.add("GET", AUTHORITY + "/common/userrealm/", make_response(404, {"error": "not found"}))
     if token_answers is None:
-        token_answers = [
-            lambda call: make_response(
-                200, {"access_token": token or make_jwt(), "expires_in": 3600, "token_type": "Bearer"}
-            )
-        ]
+
+        def answer(call):
+            body = {"access_token": token or make_jwt(), "expires_in": 3600, "token_type": "Bearer"}
+            form = call.form()
+            if form.get("grant_type") == "password":
+                # A user sign-in also returns who signed in, which MSAL needs to find the account next time.
+                oid = "99999999-0000-0000-0000-000000000001"
+                body["client_info"] = b64url(json.dumps({"uid": oid, "utid": tenant}).encode())
+                body["id_token"] = make_jwt(
+                    iss="%s/v2.0" % base,
+                    sub=oid,
+                    oid=oid,
+                    aud=form.get("client_id"),
+                    preferred_username=form["username"],
+                    iat=int(time.time()),
+                )
+                body["refresh_token"] = "refresh-" + oid
+                body["scope"] = form.get("scope", "")
+            return make_response(200, body)
+
+        token_answers = [answer]
     session.add("POST", base + "/oauth2/v2.0/token", *token_answers)
     return session
 
