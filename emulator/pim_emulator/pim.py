@@ -605,7 +605,7 @@ def _authorize(tx, p: Parsed, caller: Caller, now: datetime) -> None:
 
 
 def _effective_window(p: Parsed, now: datetime) -> tuple[datetime, bool, datetime | None]:
-    """-> (effective start, starts in the future, end or None)."""
+    """-> (effective start, starts in the future, end or None); 400 when the end is not after the start."""
     future = p.start is not None and p.start > now
     start = p.start if future else now
     if p.exp_type == "afterDateTime":
@@ -614,6 +614,11 @@ def _effective_window(p: Parsed, now: datetime) -> tuple[datetime, bool, datetim
         end = start + p.duration
     else:
         end = None
+    if end is not None and end <= start:
+        raise bad_request(
+            f"Invalid scheduleInfo: the expiration ({ts(end)}) must be later than the start of the schedule "
+            f"({ts(start)}); a start in the past counts from the time the request is processed."
+        )
     return start, future, end
 
 
