@@ -365,10 +365,12 @@ def delete_object(tx, object_id: str) -> bool:
             if doc["id"] in members:
                 container["_members"] = [m for m in members if m != doc["id"]]
                 tx.put(name, container["id"], container)
-    for name in ("roleEligibilitySchedules", "roleAssignmentSchedules"):
+    from pim_emulator.pim import ASSIGNMENT_SCHEDULES, ELIGIBILITY_SCHEDULES, delete_schedule
+
+    for name in (ELIGIBILITY_SCHEDULES, ASSIGNMENT_SCHEDULES):
         for schedule in tx.list(name):
             if schedule.get("principalId") == doc["id"]:
-                tx.delete(name, schedule["id"])
+                delete_schedule(tx, name, schedule["id"])
     return True
 
 

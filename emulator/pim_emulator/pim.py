@@ -257,12 +257,45 @@ def _same_key(doc: dict, principal_id: str, role_id: str, dir_scope, app_scope) 
     )
 
 
+# One schedule per (principal, role, scope) at a time, so a key index makes look-ups O(1):
+# collection "_keyIndex.<schedules>" maps the key to the schedule id. Every schedule write goes
+# through put_schedule / delete_schedule, which keep it in step.
+_INDEX = {
+    ELIGIBILITY_SCHEDULES: "_keyIndex." + ELIGIBILITY_SCHEDULES,
+    ASSIGNMENT_SCHEDULES: "_keyIndex." + ASSIGNMENT_SCHEDULES,
+}
+
+
+def _key(principal_id, role_id, dir_scope, app_scope) -> str:
+    return f"{principal_id}|{role_id}|{(dir_scope or '').lower()}|{app_scope or ''}"
+
+
+def _doc_key(doc: dict) -> str:
+    return _key(doc["principalId"], doc["roleDefinitionId"], doc.get("directoryScopeId"), doc.get("appScopeId"))
+
+
+def put_schedule(tx, collection: str, doc: dict) -> None:
+    tx.put(collection, doc["id"], doc)
+    tx.put(_INDEX[collection], _doc_key(doc), {"id": doc["id"]})
+
+
+def delete_schedule(tx, collection: str, schedule_id: str) -> bool:
+    doc = tx.get(collection, schedule_id)
+    if doc is None:
+        return False
+    tx.delete(collection, schedule_id)
+    entry = tx.get(_INDEX[collection], _doc_key(doc))
+    if entry is not None and entry.get("id") == schedule_id:
+        tx.delete(_INDEX[collection], _doc_key(doc))
+    return True
+
+
 def _find(tx, collection, now, principal_id, role_id, dir_scope, app_scope, include_expired=False, pred=None):
-    docs = tx.list(collection) if include_expired else current_schedules(tx, collection, now)
-    for doc in docs:
-        if _same_key(doc, principal_id, role_id, dir_scope, app_scope) and (pred is None or pred(doc)):
-            return doc
-    return None
+    entry = tx.get(_INDEX[collection], _key(principal_id, role_id, dir_scope, app_scope))
+    doc = tx.get(collection, entry["id"]) if entry else None
+    if doc is None or (not include_expired and _is_expired(doc, now)):
+        return None
+    return doc if pred is None or pred(doc) else None
 
 
 def holds_active_role(tx, principal_id: str, role_ids: tuple[str, ...], now: datetime) -> bool:
@@ -319,7 +352,7 @@ def create_direct_assignment(tx, principal_id, role_id, dir_scope, app_scope, no
     info = _schedule_info(now, "noExpiration", None, None)
     doc = _new_schedule("assignment", aid, principal_id, role_id, dir_scope, app_scope, aid, now, now, None, info)
     doc["_direct"] = True
-    tx.put(ASSIGNMENT_SCHEDULES, aid, doc)
+    put_schedule(tx, ASSIGNMENT_SCHEDULES, doc)
     return doc
 
 
@@ -332,7 +365,7 @@ def seed_eligibility(tx, principal_id, role_id, dir_scope, now, end_text=None) -
     end = parse_datetime(end_text) if end_text else None
     info = _schedule_info(now, "afterDateTime" if end else "noExpiration", end, None)
     doc = _new_schedule("eligibility", sid, principal_id, role_id, dir_scope, None, sid, now, now, end, info)
-    tx.put(ELIGIBILITY_SCHEDULES, sid, doc)
+    put_schedule(tx, ELIGIBILITY_SCHEDULES, doc)
     return doc
 
 
@@ -726,9 +759,9 @@ def submit_request(tx, kind: str, body, caller: Caller, now: datetime, settings:
         collection = ELIGIBILITY_REQUESTS if kind == "eligibility" else ASSIGNMENT_REQUESTS
         for name, doc_id, doc in writes:
             if doc is None:
-                tx.delete(name, doc_id)
+                delete_schedule(tx, name, doc_id)
             else:
-                tx.put(name, doc_id, doc)
+                put_schedule(tx, name, doc)
         tx.put(collection, req["id"], req)
     return req
 
@@ -776,9 +809,11 @@ def _elig_admin_assign(tx, p, caller, now, tenant_id, req, writes):
     if failures:
         raise _policy_failed(failures)
     start, end = _granted_or_provisioned(req, p, now)
-    for stale in tx.list(ELIGIBILITY_SCHEDULES):  # an expired schedule with the same key is replaced
-        if _same_key(stale, p.principal_id, p.role_id, p.dir_scope, p.app_scope):
-            writes.append((ELIGIBILITY_SCHEDULES, stale["id"], None))
+    stale = _find(
+        tx, ELIGIBILITY_SCHEDULES, now, p.principal_id, p.role_id, p.dir_scope, p.app_scope, include_expired=True
+    )
+    if stale is not None:  # an expired schedule with the same key is replaced
+        writes.append((ELIGIBILITY_SCHEDULES, stale["id"], None))
     doc = _new_schedule(
         "eligibility",
         req["id"],
@@ -893,9 +928,11 @@ def _assign_admin_assign(tx, p, caller, now, tenant_id, req, writes):
     if failures:
         raise _policy_failed(failures)
     start, end = _granted_or_provisioned(req, p, now)
-    for stale in tx.list(ASSIGNMENT_SCHEDULES):
-        if _same_key(stale, p.principal_id, p.role_id, p.dir_scope, p.app_scope):
-            writes.append((ASSIGNMENT_SCHEDULES, stale["id"], None))
+    stale = _find(
+        tx, ASSIGNMENT_SCHEDULES, now, p.principal_id, p.role_id, p.dir_scope, p.app_scope, include_expired=True
+    )
+    if stale is not None:  # an expired schedule with the same key is replaced
+        writes.append((ASSIGNMENT_SCHEDULES, stale["id"], None))
     doc = _new_schedule(
         "assignment",
         req["id"],
@@ -1049,7 +1086,7 @@ def cancel_request(tx, kind: str, request_id: str, now: datetime) -> None:
         schedules = ELIGIBILITY_SCHEDULES if kind == "eligibility" else ASSIGNMENT_SCHEDULES
         schedule = tx.get(schedules, doc["targetScheduleId"])
         if schedule is not None and schedule.get("createdUsing") == doc["id"]:
-            tx.delete(schedules, schedule["id"])
+            delete_schedule(tx, schedules, schedule["id"])
     # notes §10.1: eligibility -> Revoked, assignment -> Canceled
     doc["status"] = "Revoked" if kind == "eligibility" else "Canceled"
     doc["completedDateTime"] = ts(now)
@@ -1097,7 +1134,7 @@ def decide_request(tx, request_id: str, decision: str, now: datetime) -> tuple[s
         ):
             doc["status"] = "Failed"
         else:
-            tx.put(schedules, doc["id"], _activation_schedule(doc, doc.get("_activatedUsing"), now, start, end))
+            put_schedule(tx, schedules, _activation_schedule(doc, doc.get("_activatedUsing"), now, start, end))
     else:  # selfExtend / selfRenew: apply the requested schedule to the target schedule
         target = tx.get(schedules, doc.get("targetScheduleId") or "")
         if target is None:
@@ -1107,7 +1144,7 @@ def decide_request(tx, request_id: str, decision: str, now: datetime) -> tuple[s
             target["_start"] = ts(start)
             target["_end"] = ts(end) if end else None
             target["modifiedDateTime"] = ts(now)
-            tx.put(schedules, target["id"], target)
+            put_schedule(tx, schedules, target)
     tx.put(collection, doc["id"], doc)
     return kind, doc
 

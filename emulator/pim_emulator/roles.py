@@ -17,11 +17,14 @@ from pim_emulator.pim import (
     assignment_instances,
     create_direct_assignment,
     current_schedules,
+    delete_schedule,
     role_assignment_view,
     tenant_of,
 )
 from pim_emulator.pim import _app_scope_expander as _app_scope
 from pim_emulator.pim import _directory_scope_expander as _directory_scope
+from pim_emulator.pim import _find as find_schedule
+from pim_emulator.pim import _has_started as _started
 from pim_emulator.pim import _principal_expander as _principal
 from pim_emulator.pim import _role_expander as _role
 from pim_emulator.routing import Response, route
@@ -162,17 +165,13 @@ def create_role_assignment(tx, body, now, settings: dict, tenant_id: str) -> dic
         tail = dir_scope.rstrip("/").rsplit("/", 1)[-1]
         if not ids.is_guid(tail) or find_object(tx, tail.lower()) is None:
             raise bad_request(f"Invalid directoryScopeId '{dir_scope}'.")
-    for doc in current_schedules(tx, ASSIGNMENT_SCHEDULES, now):
-        if (
-            doc["principalId"] == values["principalId"]
-            and doc["roleDefinitionId"] == values["roleDefinitionId"]
-            and (doc.get("directoryScopeId") or None) == (dir_scope or None)
-            and (doc.get("appScopeId") or None) == (app_scope or None)
-        ):
-            raise bad_request(
-                "A conflicting object with one or more of the specified property values is present in the directory.",
-                "Request_BadRequest",
-            )
+    if find_schedule(
+        tx, ASSIGNMENT_SCHEDULES, now, values["principalId"], values["roleDefinitionId"], dir_scope, app_scope
+    ):
+        raise bad_request(
+            "A conflicting object with one or more of the specified property values is present in the directory.",
+            "Request_BadRequest",
+        )
     ensure_policy(tx, tenant_id, values["roleDefinitionId"])
     doc = create_direct_assignment(tx, values["principalId"], values["roleDefinitionId"], dir_scope, app_scope, now)
     return {
@@ -196,8 +195,8 @@ def post_role_assignment(ctx):
 
 def delete_role_assignment(tx, assignment_id: str, now) -> bool:
     for doc in current_schedules(tx, ASSIGNMENT_SCHEDULES, now):
-        if doc.get("_instanceId") == assignment_id:
-            tx.delete(ASSIGNMENT_SCHEDULES, doc["id"])
+        if doc.get("_instanceId") == assignment_id and _started(doc, now):
+            delete_schedule(tx, ASSIGNMENT_SCHEDULES, doc["id"])
             return True
     return False
 
