@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 import threading
 import time
 import uuid
@@ -364,9 +365,13 @@ class Identity:
         if claims.get("typ") == "refresh":
             raise _unauth("Access token validation failure.")
         aud = claims.get("aud")
-        if aud not in self.audiences():
+        # the port is ignored in aud and iss: tokens signed by this sandbox's key (kept in the data
+        # dir) stay valid after a restart on another port (MSAL's cache ignores the port too)
+        if aud not in self.audiences() and _strip_port(aud) != _strip_port(self.emu.base_url):
             raise _unauth("Access token validation failure. Invalid audience.")
-        if claims.get("tid") != self.emu.tenant_id or claims.get("iss") != self.issuer(self.emu.tenant_id):
+        if claims.get("tid") != self.emu.tenant_id or _strip_port(claims.get("iss")) != _strip_port(
+            self.issuer(self.emu.tenant_id)
+        ):
             raise _unauth("Access token validation failure. Invalid audience.")
         with self._cache_lock:
             if len(self._cache) > 4096:
@@ -679,6 +684,12 @@ class Identity:
                 "Client assertion application identifier doesn't match 'client_id' parameter.",
                 401,
             )
+
+
+def _strip_port(url) -> str | None:
+    if not isinstance(url, str):
+        return None
+    return re.sub(r"^(https://(?:127\.0\.0\.1|localhost|\[::1\])):\d+", r"\1", url.rstrip("/"))
 
 
 def _unauth(message: str) -> GraphError:
