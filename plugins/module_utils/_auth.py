@@ -316,7 +316,7 @@ def _exception_chain(exc):
     stack = [exc]
     while stack:
         cur = stack.pop()
-        if cur is None or id(cur) in seen:
+        if not isinstance(cur, BaseException) or id(cur) in seen:
             continue
         seen.add(id(cur))
         yield cur
@@ -1002,6 +1002,14 @@ def build_credential(settings, method, session, verify, timeout, retry_policy, c
         return FederatedCredential(method, app, scopes, authority, graph_url, cache, assertion=assertion)
     if method == "username_password":
         app = make(msal.PublicClientApplication)
+        if not is_known_authority(authority_host):
+            # MSAL asks {host}/common/userrealm/ before a password sign-in and drops the port from the host,
+            # so a sandbox on 127.0.0.1:PORT is unreachable there. Only Microsoft's hosts have federated
+            # realms; mark this one as having none, which is what MSAL does itself after a 404.
+            skip = getattr(getattr(msal, "authority", None), "Authority", None)
+            skip = getattr(skip, "_domains_without_user_realm_discovery", None)
+            if isinstance(skip, set):
+                skip.add(app.authority.instance)
         return UsernamePasswordCredential(
             method,
             app,
