@@ -114,6 +114,7 @@ def split_path(path: str) -> list[str]:
 class Router:
     def __init__(self):
         self.routes: list[Route] = []
+        self._by_len: dict[int, list[Route]] = {}
 
     def add(self, method, pattern, handler, permissions=_UNSET, delegated_only=False, transaction=True) -> Route:
         method = method.upper()
@@ -130,14 +131,18 @@ class Router:
                 # re-registration (module reloaded): the newest handler wins
                 self.routes.remove(other)
                 break
+
         self.routes.append(r)
+        self._by_len = {}
+        for x in self.routes:
+            self._by_len.setdefault(len(x.segments), []).append(x)
         return r
 
     def resolve(self, method: str, parts: list[str]):
         """-> (route, params, allowed_methods). route None when no method matches."""
         best = None
         allowed = set()
-        for r in self.routes:
+        for r in self._by_len.get(len(parts), ()):
             m = r.match(parts)
             if m is None:
                 continue

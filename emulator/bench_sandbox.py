@@ -1,0 +1,169 @@
+"""Sandbox throughput benchmark (not a test): requests/s for GET by id and POST schedule request.
+
+Starts its own sandbox on a free port in a temporary directory, runs each scenario with 1 and
+8 concurrent keep-alive clients (one ``requests.Session`` per thread), prints a table and a
+JSON line, and stops the sandbox by PID.
+
+    .venv/bin/python emulator/bench_sandbox.py [--seconds 5] [--json-out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import requests
+
+ALICE = "10000000-0000-4000-8000-000000000002"
+
+
+def start(data_dir: Path) -> tuple[subprocess.Popen, dict]:
+    log = open(data_dir / "sandbox.log", "wb")  # noqa: SIM115 - kept open for the child's life
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pim_emulator", "serve", "--port", "0", "--data-dir", str(data_dir)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 30
+    path = data_dir / "connection.json"
+    while time.monotonic() < deadline:
+        if path.exists():
+            return proc, json.loads(path.read_text())
+        if proc.poll() is not None:
+            raise SystemExit("sandbox exited: " + (data_dir / "sandbox.log").read_text())
+        time.sleep(0.05)
+    proc.kill()
+    raise SystemExit("sandbox did not start within 30 s")
+
+
+def session(conn) -> requests.Session:
+    s = requests.Session()
+    s.trust_env = False  # REQUESTS_CA_BUNDLE would override verify
+    s.verify = conn["ca_bundle"]
+    return s
+
+
+def run(conn, token, threads: int, seconds: float, make_request) -> dict:
+    counts, errors, stop = [0] * threads, [0] * threads, threading.Event()
+    latencies: list[list[float]] = [[] for _ in range(threads)]
+
+    def worker(i):
+        s = session(conn)
+        s.headers["Authorization"] = "Bearer " + token
+        n = 0
+        while not stop.is_set():
+            t0 = time.perf_counter()
+            ok = make_request(s, i, n)
+            latencies[i].append(time.perf_counter() - t0)
+            n += 1
+            counts[i] += 1
+            if not ok:
+                errors[i] += 1
+        s.close()
+
+    ts = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
+    t0 = time.perf_counter()
+    for t in ts:
+        t.start()
+    time.sleep(seconds)
+    stop.set()
+    for t in ts:
+        t.join(timeout=60)
+    elapsed = time.perf_counter() - t0
+    lat = sorted(x for lst in latencies for x in lst)
+    total = sum(counts)
+    return {
+        "clients": threads,
+        "requests": total,
+        "errors": sum(errors),
+        "rps": round(total / elapsed, 1),
+        "p50_ms": round(lat[len(lat) // 2] * 1000, 2) if lat else None,
+        "p95_ms": round(lat[int(len(lat) * 0.95)] * 1000, 2) if lat else None,
+    }
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=5.0, help="duration of each scenario")
+    ap.add_argument("--json-out", help="also write the results here")
+    args = ap.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="pim-bench-") as tmp:
+        proc, conn = start(Path(tmp))
+        try:
+            s = session(conn)
+            control = conn["control_url"]
+            token = s.post(control + "/tokens", json={}, timeout=30).json()["access_token"]
+            roles = []
+            url = conn["graph_url"] + "/v1.0/roleManagement/directory/roleDefinitions"
+            while url:
+                body = s.get(url, headers={"Authorization": "Bearer " + token}, timeout=30).json()
+                roles += [d["id"] for d in body["value"]]
+                url = body.get("@odata.nextLink")
+            graph = conn["graph_url"] + "/v1.0"
+
+            def get_by_id(sess, i, n):
+                return sess.get(f"{graph}/users/{ALICE}", timeout=30).status_code == 200
+
+            principals: dict[int, list[str]] = {}
+
+            def post_request(sess, i, n):
+                # a fresh (principal, role) pair every time so each request creates a schedule
+                idx = n % len(roles)
+                if idx == 0 or i not in principals:
+                    upn = f"bench-{uuid.uuid4().hex[:10]}@contoso.example"
+                    created = sess.post(
+                        control + "/objects",
+                        json={"type": "user", "displayName": upn, "userPrincipalName": upn},
+                        timeout=30,
+                    ).json()
+                    principals[i] = [created["id"]]
+                body = {
+                    "action": "adminAssign",
+                    "principalId": principals[i][0],
+                    "roleDefinitionId": roles[idx],
+                    "directoryScopeId": "/",
+                    "justification": "benchmark",
+                    "scheduleInfo": {
+                        "startDateTime": "2026-01-01T00:00:00Z",
+                        "expiration": {"type": "afterDuration", "duration": "P30D"},
+                    },
+                }
+                r = sess.post(
+                    f"{graph}/roleManagement/directory/roleEligibilityScheduleRequests", json=body, timeout=30
+                )
+                return r.status_code == 201
+
+            results = []
+            for name, fn in (("GET /users/{id}", get_by_id), ("POST roleEligibilityScheduleRequests", post_request)):
+                for clients in (1, 8):
+                    s.post(control + "/reset", timeout=60)
+                    res = run(conn, token, clients, args.seconds, fn)
+                    res["scenario"] = name
+                    results.append(res)
+            print(f"{'scenario':42} {'clients':>7} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'errors':>7}")
+            for r in results:
+                print(
+                    f"{r['scenario']:42} {r['clients']:>7} {r['rps']:>8} {r['p50_ms']:>8} {r['p95_ms']:>8} {r['errors']:>7}"
+                )
+            print(json.dumps({"sandbox_bench": results}))
+            if args.json_out:
+                Path(args.json_out).write_text(json.dumps({"sandbox_bench": results}, indent=2))
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
