@@ -1202,3 +1202,49 @@ def test_eight_threads_times_one_hundred_distinct_creates(env):
     assert pairs == {(u, r) for u in users for r in role_ids} and len(scheds["value"]) == 800
     assert len(env.ok("GET", f"{BASE}/roleEligibilityScheduleRequests")["value"]) == 800
     assert len(env.ok("GET", f"{BASE}/roleEligibilityScheduleInstances")["value"]) == 800
+
+
+def test_self_extend_waits_for_an_admin_decision(env):
+    """selfExtend/selfRenew: PendingAdminDecision until the control API decides (sandbox choice)."""
+    url = f"{BASE}/roleAssignmentScheduleRequests"
+    info = {"expiration": {"type": "afterDuration", "duration": "P1D"}}
+    first = env.ok("POST", url, elig_body(scheduleInfo=info))
+    longer = {"expiration": {"type": "afterDuration", "duration": "P10D"}}
+    ext = env.ok("POST", url, elig_body(action="selfExtend", scheduleInfo=longer), claims=user(ALICE))
+    assert ext["status"] == "PendingAdminDecision" and ext["targetScheduleId"] == first["id"]
+    assert (
+        env.ok("GET", f"{BASE}/roleAssignmentSchedules/{first['id']}")["scheduleInfo"]["expiration"]["duration"]
+        == "P1D"
+    )
+    env.ok("POST", f"/_emulator/approvals/{ext['id']}", {"decision": "approve"}, status=200)
+    assert (
+        env.ok("GET", f"{BASE}/roleAssignmentSchedules/{first['id']}")["scheduleInfo"]["expiration"]["duration"]
+        == "P10D"
+    )
+    env.error(
+        "POST",
+        url,
+        elig_body(principal=BOB, action="selfRenew", scheduleInfo=longer),
+        claims=user(BOB),
+        code="RoleAssignmentDoesNotExist",
+    )
+
+
+def test_mfa_on_admin_assignment_applies_to_app_tokens(env):
+    """Enablement_Admin_Assignment with MultiFactorAuthentication (how-to example 6): an app token has no amr."""
+    patch_rule(
+        env,
+        USER_ADMIN,
+        "Enablement_Admin_Assignment",
+        "Enablement",
+        enabledRules=["Justification", "MultiFactorAuthentication"],
+    )
+    info = {"expiration": {"type": "noExpiration"}}
+    err = env.error(
+        "POST",
+        f"{BASE}/roleAssignmentScheduleRequests",
+        elig_body(scheduleInfo=info),
+        code="RoleAssignmentRequestPolicyValidationFailed",
+    )
+    assert err["message"] == 'The following policy rules failed: ["MfaRule"]'
+    env.ok("POST", f"{BASE}/roleAssignmentScheduleRequests", elig_body(scheduleInfo=info), claims=user(ADMIN))
