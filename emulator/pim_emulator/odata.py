@@ -43,7 +43,14 @@ def parse_filter(text: str):
     try:
         return ODataParser().parse(ODataLexer().tokenize(text))
     except ODataException as e:
-        raise bad_request(f"Invalid filter clause: {_short(e)}") from None
+        token = getattr(e, "token", None)
+        if getattr(e, "eof", False):
+            detail = "the expression ends unexpectedly"
+        elif token is not None and getattr(token, "value", None) is not None:
+            detail = f"syntax error at position {getattr(token, 'index', '?')} near '{str(token.value)[:40]}'"
+        else:
+            detail = _short(e)
+        raise bad_request(f"Invalid filter clause: {detail}.") from None
     except Exception as e:  # the lexer/parser may raise other errors on odd input
         raise bad_request(f"Invalid filter clause: {_short(e)}") from None
 
