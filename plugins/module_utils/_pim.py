@@ -662,7 +662,7 @@ def explain_graph_error(err, kind, target=None, request=None, policy_rules=None)
             % role_name
         )
     elif err.status == 403:
-        msg = "%s (while managing the %s of %s for role '%s')" % (err.msg, kind.noun, who, role_name)
+        msg = "Could not manage the %s of %s for role '%s': %s" % (kind.noun, who, role_name, err.msg)
     else:
         return err
     return GraphError(

@@ -44,7 +44,6 @@ SP_SELECT = "id,displayName,appId"
 AU_SELECT = "id,displayName"
 
 _GUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
-_AU_SCOPE_RE = re.compile(r"^/administrativeUnits/(?P<id>[^/]+)/?$", re.IGNORECASE)
 
 _ODATA_TYPES = {
     "#microsoft.graph.user": "user",
@@ -359,9 +358,9 @@ def directory_scope_local(value):
     value = (value or "/").strip()
     if value == "/":
         return "/"
-    match = _AU_SCOPE_RE.match(value)
-    if match:
-        return "/administrativeUnits/" + require_guid(match.group("id"), "directory_scope administrative unit id")
+    if value.lower().startswith("/administrativeunits/"):
+        unit = value[len("/administrativeUnits/") :].rstrip("/")
+        return "/administrativeUnits/" + require_guid(unit, "directory_scope administrative unit id")
     if value.startswith("/"):
         # Graph also takes a directory object's id as a scope, e.g. "/{application object id}".
         return "/" + require_guid(value[1:].rstrip("/"), "directory_scope object id")

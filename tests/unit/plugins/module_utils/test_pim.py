@@ -503,8 +503,9 @@ def test_explain_graph_error_403_and_passthrough():
         code="Authorization_RequestDenied",
     )
     err = pim.explain_graph_error(denied, "eligibility", TARGET)
-    assert err.msg.startswith(
-        "Graph refused: needs RoleEligibilitySchedule.ReadWrite.Directory (while managing the eligibility of 'Alice Anders'"
+    assert err.msg == (
+        "Could not manage the eligibility of 'Alice Anders' for role 'User Administrator': "
+        "Graph refused: needs RoleEligibilitySchedule.ReadWrite.Directory"
     )
     other = GraphError("boom", status=500, code="InternalServerError")
     assert pim.explain_graph_error(other, "eligibility", TARGET) is other

@@ -288,6 +288,10 @@ def test_directory_scope(value, expected):
     [
         ("/administrativeUnits/not-a-guid", "directory_scope administrative unit id 'not-a-guid' is not a valid GUID"),
         ("/foo/bar", "directory_scope object id 'foo/bar' is not a valid GUID"),
+        (
+            "/administrativeUnits/../../users",
+            "directory_scope administrative unit id '../../users' is not a valid GUID",
+        ),
         ("Nowhere AU", "directory_scope 'Nowhere AU' is neither '/', '/administrativeUnits/{id}' nor the name"),
     ],
 )
