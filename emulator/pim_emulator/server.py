@@ -446,6 +446,8 @@ class Emulator:
         raw_query: str = "",
     ):
         """Run one request (outer or batch item). -> (Response, lost: bool). Raises CloseConnection."""
+        if self.stopping and not in_batch:
+            raise GraphError(503, "serviceNotAvailable", "The sandbox is shutting down.", {"Connection": "close"})
         parts = split_path(raw_path)
         path = "/" + "/".join(parts)
         first = parts[0].lower() if parts else ""
