@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import email.utils
 import json
+import math
 import os
 import random
 import shutil
@@ -78,8 +79,9 @@ AUTH_ARGSPEC = dict(
         no_log=True,
         fallback=_env("ENTRA_PIM_CLIENT_CERTIFICATE_PASSWORD", "AZURE_CLIENT_CERTIFICATE_PASSWORD"),
     ),
+    # A path to a token, not a token: no_log would only hide where the file is.
     federated_token_file=dict(
-        type="path", fallback=_env("ENTRA_PIM_FEDERATED_TOKEN_FILE", "AZURE_FEDERATED_TOKEN_FILE")
+        type="path", no_log=False, fallback=_env("ENTRA_PIM_FEDERATED_TOKEN_FILE", "AZURE_FEDERATED_TOKEN_FILE")
     ),
     managed_identity_client_id=dict(type="str", fallback=_env("ENTRA_PIM_MANAGED_IDENTITY_CLIENT_ID")),
     access_token=dict(type="str", no_log=True, fallback=_env("ENTRA_PIM_ACCESS_TOKEN")),
@@ -91,8 +93,8 @@ AUTH_ARGSPEC = dict(
     graph_url=dict(type="str", fallback=_env("ENTRA_PIM_GRAPH_URL")),
     ca_bundle=dict(type="path", fallback=_env("ENTRA_PIM_CA_BUNDLE")),
     validate_certs=dict(type="bool", default=True, fallback=_env("ENTRA_PIM_VALIDATE_CERTS")),
-    token_cache=dict(type="bool", default=True, fallback=_env("ENTRA_PIM_TOKEN_CACHE")),
-    # Looks like a secret by name only: it is a file path.
+    # These two look like secrets by name only: a switch and a file path.
+    token_cache=dict(type="bool", default=True, no_log=False, fallback=_env("ENTRA_PIM_TOKEN_CACHE")),
     token_cache_path=dict(
         type="path",
         default="~/.cache/entra.pim/token_cache.json",
@@ -286,7 +288,7 @@ class RetryPolicy:
             if when is None:
                 return None
             seconds = when.timestamp() - (time.time() if now is None else now)
-        if seconds != seconds:  # NaN
+        if not math.isfinite(seconds):
             return None
         return max(0.0, seconds)
 

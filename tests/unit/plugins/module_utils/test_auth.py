@@ -243,7 +243,8 @@ def test_env_beats_defaults_and_is_typed(monkeypatch):
 def test_secret_options_are_no_log_and_lookalikes_are_explicitly_not():
     secrets = {name for name, spec in AUTH_ARGSPEC.items() if spec.get("no_log")}
     assert secrets == {"client_secret", "client_certificate_password", "access_token", "password"}
-    assert AUTH_ARGSPEC["token_cache_path"]["no_log"] is False
+    for lookalike in ("token_cache", "token_cache_path", "federated_token_file"):
+        assert AUTH_ARGSPEC[lookalike]["no_log"] is False
 
 
 def test_doc_fragment_documents_every_option_like_the_argspec():

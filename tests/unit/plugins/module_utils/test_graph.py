@@ -11,6 +11,7 @@ import uuid
 import pytest
 import requests
 from ansible_collections.entra.pim.plugins.module_utils import _graph
+from ansible_collections.entra.pim.plugins.module_utils._auth import RetryPolicy
 from ansible_collections.entra.pim.plugins.module_utils._errors import GraphError
 from ansible_collections.entra.pim.plugins.module_utils._graph import (
     PERMISSION_HINTS,
@@ -190,6 +191,14 @@ def test_retry_after_http_date(base_settings):
     client.get("/users")
     assert waits == []  # a date in the past means: retry now (no sleep for 0 s)
     assert len(session.calls) == 2
+
+
+@pytest.mark.parametrize(
+    "header, expected",
+    [("2", 2.0), ("0.5", 0.5), ("-3", 0.0), ("nan", None), ("inf", None), ("soon", None), ("", None), (None, None)],
+)
+def test_retry_after_parsing(header, expected):
+    assert RetryPolicy.parse_retry_after(header) == expected
 
 
 @pytest.mark.parametrize("status", [429, 503, 504])
