@@ -227,7 +227,7 @@ def window_of(schedule):
 # ------------------------------------------------------------------ planning (pure)
 
 Desired = namedtuple("Desired", "state duration min_remaining justification ticket_number ticket_system")
-Desired.__new__.__defaults__ = (None, None, None, None)
+Desired.__new__.__defaults__ = (None,) * 5
 Desired.__doc__ = "state active|inactive; duration and min_remaining are timedeltas."
 
 Plan = namedtuple("Plan", "action reasons body cancel_ids status fallback")
