@@ -1,0 +1,363 @@
+"""pim_role_eligibility and pim_role_eligibility_info module logic, with an in-memory fake of Graph.
+
+The fake answers the handful of routes the modules use, keeps schedules and requests the way
+Graph does (notes §3.1, §4), counts round trips, and can refuse a write with a policy error.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from urllib.parse import parse_qsl, unquote
+
+import pytest
+from ansible.module_utils.testing import patch_module_args
+from ansible_collections.entra.pim.plugins.module_utils import _resolve
+from ansible_collections.entra.pim.plugins.module_utils._errors import GraphError
+from ansible_collections.entra.pim.plugins.module_utils._module import PimModule
+from ansible_collections.entra.pim.plugins.modules import pim_role_eligibility, pim_role_eligibility_info
+
+ALICE = "10000000-0000-4000-8000-000000000002"
+HELPDESK = "20000000-0000-4000-8000-000000000001"
+PIPELINE = "30000000-0000-4000-8000-000000000004"
+USER_ADMIN = "fe930be7-5e62-47db-91af-98c3a49a38b1"
+GLOBAL_READER = "f2ef992c-3afb-46b9-b7cf-a126ee74c451"
+SALES_AU = "50000000-0000-4000-8000-000000000001"
+BASE = "/roleManagement/directory/"
+
+OBJECTS = {
+    ALICE: ("user", {"id": ALICE, "displayName": "Alice Anders", "userPrincipalName": "alice@contoso.example", "mail": "alice@contoso.example"}),
+    HELPDESK: ("group", {"id": HELPDESK, "displayName": "PIM-Helpdesk", "isAssignableToRole": True}),
+    PIPELINE: ("servicePrincipal", {"id": PIPELINE, "displayName": "Deploy Pipeline", "appId": "40000000-0000-4000-8000-000000000004"}),
+}  # fmt: skip
+ROLES = [
+    {"id": USER_ADMIN, "displayName": "User Administrator", "templateId": USER_ADMIN, "isBuiltIn": True},
+    {"id": GLOBAL_READER, "displayName": "Global Reader", "templateId": GLOBAL_READER, "isBuiltIn": True},
+]
+TABLES = {"/users": "user", "/groups": "group", "/servicePrincipals": "servicePrincipal"}
+
+
+def _matches(flt, obj):
+    """`a eq 'x'` clauses joined by `and` / `or` (no nesting): enough for what the modules send."""
+    if not flt:
+        return True
+    literal = r"'((?:[^']|'')*)'"
+    for alternative in re.split(r" or (?=\w+ eq ')", flt):
+        ok = True
+        for clause in re.split(r" and (?=\w+ eq ')", alternative):
+            match = re.fullmatch(r"(\w+) eq " + literal, clause.strip())
+            assert match, clause
+            if str(obj.get(match.group(1)) or "").lower() != match.group(2).replace("''", "'").lower():
+                ok = False
+        if ok:
+            return True
+    return False
+
+
+class FakeGraph:
+    graph_url = "https://fake.graph"
+    auth_method = "client_secret"
+
+    def __init__(self):
+        self.schedules = {}
+        self.requests = []
+        self.round_trips = 0
+        self.writes = []
+        self.require_expiration = False  # Expiration_Admin_Eligibility.isExpirationRequired
+        self.lose_next_answer = False
+
+    # --------------------------------------------------------------- routes
+
+    def _collection(self, path, params):
+        flt = (params or {}).get("$filter")
+        if path == BASE + "roleDefinitions":
+            return ROLES
+        if path in TABLES:
+            kind = TABLES[path]
+            return [o for k, o in OBJECTS.values() if k == kind and _matches(flt, o)]
+        if path == "/directory/administrativeUnits":
+            return [o for o in [{"id": SALES_AU, "displayName": "Sales AU"}] if _matches(flt, o)]
+        if path == BASE + "roleEligibilitySchedules":
+            return [s for s in self.schedules.values() if _matches(flt, s)]
+        if path == BASE + "roleEligibilityScheduleInstances":
+            return [
+                dict(s, id=s["id"] + "-i", roleEligibilityScheduleId=s["id"], startDateTime=s["scheduleInfo"]["startDateTime"], endDateTime=s["scheduleInfo"]["expiration"].get("endDateTime"))
+                for s in self.schedules.values()
+                if _matches(flt, s)
+            ]  # fmt: skip
+        if path == BASE + "roleEligibilityScheduleRequests":
+            return [r for r in self.requests if _matches(flt, r)]
+        if path == "/policies/roleManagementPolicyAssignments":
+            return [{"policy": {"rules": [{"id": "Expiration_Admin_Eligibility", "isExpirationRequired": self.require_expiration, "maximumDuration": "P365D"}]}}]  # fmt: skip
+        raise AssertionError("unexpected GET " + path)
+
+    def _post(self, path, body):
+        if path == "/directoryObjects/getByIds":
+            out = []
+            for oid in body["ids"]:
+                if oid in OBJECTS and OBJECTS[oid][0] in body.get("types", ["user", "group", "servicePrincipal"]):
+                    kind, obj = OBJECTS[oid]
+                    out.append(dict(obj, **{"@odata.type": "#microsoft.graph." + kind}))
+            return {"value": out}
+        assert path == BASE + "roleEligibilityScheduleRequests", path
+        return self._schedule_request(body)
+
+    def _schedule_request(self, body):
+        key = (body["principalId"], body["roleDefinitionId"], body["directoryScopeId"])
+        existing = next((s for s in self.schedules.values() if (s["principalId"], s["roleDefinitionId"], s["directoryScopeId"]) == key), None)  # fmt: skip
+        action = body["action"]
+        info = body.get("scheduleInfo")
+        if (
+            action in ("adminAssign", "adminUpdate")
+            and self.require_expiration
+            and info["expiration"]["type"] == "noExpiration"
+        ):
+            raise GraphError("x", status=400, code="RoleAssignmentRequestPolicyValidationFailed", graph_message='The following policy rules failed: ["ExpirationRule"]')  # fmt: skip
+        if action == "adminAssign" and existing:
+            raise GraphError("x", status=400, code="RoleAssignmentExists")
+        if action in ("adminUpdate", "adminRemove") and not existing:
+            raise GraphError("x", status=400, code="RoleAssignmentDoesNotExist")
+        rid = str(uuid.uuid4())
+        answer = dict(
+            body, id=rid, status="Provisioned" if action != "adminRemove" else "Revoked", targetScheduleId=rid
+        )
+        if body.get("isValidationOnly"):
+            return answer
+        self.writes.append(action)
+        if action == "adminAssign":
+            self.schedules[rid] = dict(
+                {k: body[k] for k in ("principalId", "roleDefinitionId", "directoryScopeId")},
+                id=rid, memberType="Direct", status="Provisioned", appScopeId=None, scheduleInfo=info,
+            )  # fmt: skip
+        elif action == "adminUpdate":
+            existing["scheduleInfo"] = info
+            answer["targetScheduleId"] = existing["id"]
+        else:
+            del self.schedules[existing["id"]]
+            answer["targetScheduleId"] = None
+        self.requests.append(answer)
+        if self.lose_next_answer:
+            self.lose_next_answer = False
+            raise GraphError("lost", code="ResponseLost")
+        return answer
+
+    # --------------------------------------------------------------- client interface
+
+    def list(self, path, params=None):
+        self.round_trips += 1
+        return list(self._collection(path, params))
+
+    def get(self, path, params=None):
+        raise AssertionError("modules use list() and batch()")
+
+    def post(self, path, body, params=None, idempotent=False):
+        self.round_trips += 1
+        if path.endswith("/cancel"):
+            rid = path.split("/")[-2]
+            for r in self.requests:
+                if r["id"] == rid:
+                    r["status"] = "Revoked"
+            self.writes.append("cancel")
+            return None
+        return self._post(path, body)
+
+    def batch(self, requests):
+        self.round_trips += 1
+        out = []
+        for req in requests:
+            path, _, query = req["url"].partition("?")
+            params = {k: unquote(v) for k, v in parse_qsl(query, keep_blank_values=True)}
+            try:
+                body = (
+                    self._post(path, req["body"])
+                    if req["method"] == "POST"
+                    else {"value": self._collection(path, params)}
+                )
+                out.append({"id": req["id"], "status": 200, "body": body})
+            except GraphError as err:
+                out.append({"id": req["id"], "status": err.status or 400, "body": {"error": {"code": err.code}}})
+        return out
+
+    def raise_for_item(self, resp):
+        if resp["status"] >= 400:
+            raise GraphError("item", status=resp["status"], code=resp["body"]["error"]["code"])
+        return resp
+
+
+@pytest.fixture()
+def graph(monkeypatch):
+    fake = FakeGraph()
+    monkeypatch.setattr(PimModule, "client", property(lambda self: fake))
+    _resolve._ROLE_CACHE.clear()
+    yield fake
+    _resolve._ROLE_CACHE.clear()
+
+
+def run(module, capsys, check_mode=False, diff=False, **args):
+    args.setdefault("tenant_id", "t")
+    args.update(_ansible_check_mode=check_mode, _ansible_diff=diff)
+    _resolve._ROLE_CACHE.clear()  # each task is a new process
+    with patch_module_args(args), pytest.raises(SystemExit):
+        module.main()
+    return json.loads(capsys.readouterr().out)
+
+
+def eligibility(capsys, **args):
+    args.setdefault("principal", "alice@contoso.example")
+    args.setdefault("role", "User Administrator")
+    return run(pim_role_eligibility, capsys, **args)
+
+
+# ------------------------------------------------------------------ lifecycle
+
+
+def test_lifecycle(graph, capsys):
+    out = eligibility(capsys, duration="P30D", check_mode=True, diff=True)
+    assert out["changed"] and out["eligibility"]["id"] is None and graph.writes == []
+    assert out["diff"]["before"] == {} and out["diff"]["after"]["role_name"] == "User Administrator"
+
+    out = eligibility(capsys, duration="P30D", justification="rota")
+    assert out["changed"] and graph.writes == ["adminAssign"]
+    sid = out["eligibility"]["id"]
+    assert out["eligibility"]["status"] == "Provisioned" and out["request"]["justification"] == "rota"
+
+    graph.round_trips = 0
+    out = eligibility(capsys, duration="P30D")
+    assert not out["changed"] and out["eligibility"]["id"] == sid
+    # one $batch for role list + principal, one for schedules + pending requests
+    assert graph.round_trips == 2
+
+    out = eligibility(capsys, permanent=True, diff=True)
+    assert out["changed"] and graph.writes[-1] == "adminUpdate"
+    assert out["eligibility"]["id"] == sid and out["eligibility"]["permanent"]
+    assert out["diff"]["before"]["permanent"] is False and out["diff"]["after"]["permanent"] is True
+
+    out = eligibility(capsys, state="absent")
+    assert out["changed"] and graph.writes[-1] == "adminRemove" and out["eligibility"] is None
+    out = eligibility(capsys, state="absent")
+    assert not out["changed"] and len(graph.writes) == 3
+
+
+def test_check_mode_update_writes_nothing(graph, capsys):
+    eligibility(capsys, end="2099-01-01T00:00:00Z")
+    out = eligibility(capsys, end="2099-06-01T00:00:00Z", check_mode=True)
+    assert out["changed"] and out["changes"] == ["end: 2099-01-01T00:00:00Z -> 2099-06-01T00:00:00Z"]
+    assert graph.writes == ["adminAssign"]
+
+
+def test_pending_request_is_cancelled_on_absent(graph, capsys):
+    graph.requests.append(
+        {"id": "req-p", "status": "PendingApproval", "action": "adminAssign", "principalId": ALICE,
+         "roleDefinitionId": USER_ADMIN, "directoryScopeId": "/", "scheduleInfo": None}
+    )  # fmt: skip
+    out = eligibility(capsys, state="absent")
+    assert out["changed"] and graph.writes == ["cancel"]
+    assert out["changes"][0].startswith("a pending request (PendingApproval req-p)")
+    assert not eligibility(capsys, state="absent")["changed"]
+
+
+def test_lost_answer_is_confirmed_by_rereading(graph, capsys):
+    graph.lose_next_answer = True
+    out = eligibility(capsys, permanent=True)
+    assert out["changed"] and graph.writes == ["adminAssign"]  # not sent twice
+    assert out["eligibility"]["id"] == next(iter(graph.schedules))
+
+
+def test_group_scope_and_ticket(graph, capsys):
+    out = eligibility(
+        capsys, principal="PIM-Helpdesk", role="global reader", directory_scope="Sales AU",
+        ticket_number="CHG-1", ticket_system="SNOW", permanent=True,
+    )  # fmt: skip
+    assert out["eligibility"]["principal_type"] == "group"
+    assert out["eligibility"]["directory_scope_id"] == "/administrativeUnits/" + SALES_AU
+    assert out["request"]["ticket_info"] == {"ticket_number": "CHG-1", "ticket_system": "SNOW"}
+
+
+# ------------------------------------------------------------------ refusals
+
+
+def test_service_principal_is_refused_before_any_write(graph, capsys):
+    out = eligibility(capsys, principal="Deploy Pipeline")
+    assert out["failed"] and "use entra.pim.pim_role_assignment" in out["msg"]
+    assert graph.writes == []
+
+
+def test_policy_violation_explained(graph, capsys):
+    graph.require_expiration = True
+    out = eligibility(capsys, permanent=True)
+    assert out["failed"] and out["error_code"] == "RoleAssignmentRequestPolicyValidationFailed"
+    assert out["msg"] == (
+        "ExpirationRule: role 'User Administrator' requires eligible assignments to expire within P365D; "
+        "the request asked for a permanent eligibility."
+    )
+    assert out["failed_rules"] == ["ExpirationRule"]
+    assert graph.writes == []
+
+
+def test_validate_only_reports_and_changes_nothing(graph, capsys):
+    graph.require_expiration = True
+    out = eligibility(capsys, permanent=True, validate_only=True)
+    assert not out.get("failed") and out["changed"]
+    assert out["validation"]["valid"] is False and out["validation"]["failed_rules"] == ["ExpirationRule"]
+    assert "requires eligible assignments to expire within P365D" in out["validation"]["message"]
+    out = eligibility(capsys, duration="P90D", validate_only=True, check_mode=True)
+    assert out["validation"] == {"valid": True, "message": None, "failed_rules": [], "error_code": None}
+    assert graph.writes == [] and graph.schedules == {}
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (dict(role="User Adminstrator"), "did you mean 'User Administrator'"),
+        (
+            dict(start="2099-02-01", end="2099-01-01"),
+            "end '2099-01-01T00:00:00Z' is not after start '2099-02-01T00:00:00Z'",
+        ),
+        (dict(duration="30 days"), "duration '30 days' is not an ISO 8601 duration"),
+        (dict(permanent=True, duration="P1D"), "permanent and duration cannot be combined"),
+        (dict(directory_scope="/administrativeUnits/nope"), "administrative unit id 'nope' is not a valid GUID"),
+        (dict(principal="nobody@contoso.example"), "principal 'nobody@contoso.example' not found"),
+        (dict(app_scope=" "), "app_scope is empty"),
+    ],
+)
+def test_bad_input_fails_clearly_and_writes_nothing(graph, capsys, args, message):
+    out = eligibility(capsys, **args)
+    assert out["failed"] and message in out["msg"]
+    assert "Traceback" not in json.dumps(out)
+    assert graph.writes == []
+
+
+def test_ticket_options_go_together(graph, capsys):
+    out = eligibility(capsys, ticket_number="CHG-1")
+    assert out["failed"] and "ticket_number" in out["msg"] and "ticket_system" in out["msg"]
+
+
+# ------------------------------------------------------------------ info
+
+
+def test_info_lists_with_names_and_filters(graph, capsys):
+    eligibility(capsys, end="2099-01-01T00:00:00Z")
+    eligibility(capsys, principal="PIM-Helpdesk", role="Global Reader", permanent=True)
+    out = run(pim_role_eligibility_info, capsys)
+    assert [(e["role_name"], e["principal_name"]) for e in out["eligibilities"]] == [
+        ("Global Reader", "PIM-Helpdesk"),
+        ("User Administrator", "Alice Anders"),
+    ]
+    assert all(e["in_effect"] for e in out["eligibilities"])
+    out = run(pim_role_eligibility_info, capsys, principal="alice@contoso.example", role="user administrator")
+    assert [e["principal_type"] for e in out["eligibilities"]] == ["user"]
+    out = run(pim_role_eligibility_info, capsys, role="Global Reader")
+    assert [e["principal_id"] for e in out["eligibilities"]] == [HELPDESK]
+    out = run(pim_role_eligibility_info, capsys, expiring_within="P36500D")
+    assert [e["permanent"] for e in out["eligibilities"]] == [False]
+    out = run(pim_role_eligibility_info, capsys, expiring_within="P1D")
+    assert out["eligibilities"] == []
+    out = run(pim_role_eligibility_info, capsys, directory_scope="Sales AU")
+    assert out["eligibilities"] == []
+
+
+def test_info_bad_duration(graph, capsys):
+    out = run(pim_role_eligibility_info, capsys, expiring_within="soon")
+    assert out["failed"] and out["msg"].startswith("expiring_within 'soon' is not an ISO 8601 duration")
+    assert graph.round_trips == 0
