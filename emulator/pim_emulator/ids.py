@@ -7,7 +7,7 @@
 * Eligibility instance id: the same base plus ``"-1-e"`` (doc example ``8MYkhImhnkm70CbBdTyW1BbHHAdHgZdDpbqyEFlRzAs-1-e``).
 * For a scope other than ``/`` (an administrative unit, any directory object, or an app scope) the
   reference is silent; the sandbox appends the scope's 16 GUID bytes (or a name-based GUID of an
-  app scope) to the encoded bytes so that ids stay unique per (role, principal, scope). See PIM-SEMANTICS.md.
+  app scope) to the encoded bytes so that ids stay unique per (role, principal, scope). See emulator/README.md, "Ids".
 * Policy ids ``DirectoryRole_{tenantId}_{guid}``; policy assignment ids ``{policyId}_{roleDefinitionId}``.
 """
 

@@ -1,7 +1,7 @@
 """PIM for directory roles: schedule requests (every action), schedules, instances, cancel,
 filterByCurrentUser, the request state machine, policy-rule enforcement and approvals
 (notes §1.1, §3.1-§3.4, §4, §5, §6.2). Choices where the reference is silent are listed in
-``emulator/PIM-SEMANTICS.md``.
+``emulator/README.md`` ("Seed tenant and PIM semantics").
 
 Storage (collections):
 

@@ -388,7 +388,7 @@ def _create_doc_principals(env):
 
 def test_replay_eligibility_create_page(env):
     """The page's requests verbatim: their end date (2024-04-10) is now in the past, so the assign is refused
-    (sandbox choice, PIM-SEMANTICS.md) and there is nothing to remove. The next test replays with moved dates."""
+    (sandbox choice, emulator/README.md) and there is nothing to remove. The next test replays with moved dates."""
     _create_doc_principals(env)
     assign, remove = doc_examples("rbacapplication-post-roleeligibilityschedulerequests.md")
     assert (assign["status"], remove["status"]) == (201, 201)
