@@ -18,9 +18,6 @@ import time
 
 import pytest
 import requests
-
-pytest.importorskip("pim_emulator")
-
 from ansible_collections.entra.pim.plugins.module_utils._errors import AuthError, GraphError
 from ansible_collections.entra.pim.plugins.module_utils._graph import GraphClient
 
