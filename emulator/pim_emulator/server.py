@@ -56,7 +56,7 @@ SETTING_TYPES = {
     "fault_seed": (int, None, None),
     "batch_response_order": (str, None, None),
 }
-FAULT_KINDS = {"429", "503", "504", "reset", "lost_response"}
+FAULT_KINDS = {"429", "503", "504", "reset", "lost_response", "token_expired"}
 
 
 class CloseConnection(Exception):
@@ -427,6 +427,12 @@ class Emulator:
             return GraphError(
                 503, "serviceNotAvailable", "The service is temporarily unavailable. Please retry later.", headers
             )
+        if kind == "token_expired":
+            # What Graph answers once a token's lifetime is over (a token that expires mid-run):
+            # the same 401 as the real expiry check in identity.validate_bearer.
+            from pim_emulator.identity import _unauth
+
+            return _unauth("Lifetime validation failed, the token is expired.")
         return GraphError(
             504, "gatewayTimeout", "The gateway did not receive a timely response. Please retry later.", headers
         )

@@ -51,6 +51,19 @@ def test_status_faults(fresh, kind, code, retry_after):
     assert stats["graph_requests"] == 2 and stats["faults_injected"] == 1
 
 
+def test_token_expired_fault_answers_401_like_an_expired_token(fresh):
+    """A token that expires mid-run: the next Graph request gets the expiry 401, then it recovers."""
+    sb = fresh
+    _faults(sb, {"kind": "token_expired", "count": 1, "match": {"method": "GET", "path": "^/v1.0/users"}})
+    r = sb.get(f"/users/{ALICE}")
+    assert r.status_code == 401
+    assert r.json()["error"]["code"] == "InvalidAuthenticationToken"
+    assert r.json()["error"]["message"] == "Lifetime validation failed, the token is expired."
+    assert r.headers["WWW-Authenticate"].startswith("Bearer ")
+    assert sb.get(f"/users/{ALICE}").status_code == 200
+    assert sb.stats()["faults_injected"] == 1
+
+
 def test_match_filters_method_and_path(fresh):
     sb = fresh
     _faults(sb, {"kind": "503", "count": 5, "match": {"method": "POST"}})
