@@ -122,11 +122,11 @@ def resolve_target(client, resolver, role, principal, principal_type="auto", dir
     if not resolver.roles_cached():
         named.append(("roles", resolver.role_list_request()))
     pairs = resolver.principal_requests(principal, principal_type)
-    named.extend(("principal", req) for _, req in pairs)
+    named.extend(("principal", pair[1]) for pair in pairs)
     if scope_id is None:
         named.append(("scope", _resolve.directory_scope_request(directory_scope)))
 
-    answers = send_all(client, [req for _, req in named])
+    answers = send_all(client, [pair[1] for pair in named])
     principal_answers = []
     for (name, _req), answer in zip(named, answers, strict=True):
         if isinstance(answer, GraphError):
@@ -141,7 +141,7 @@ def resolve_target(client, resolver, role, principal, principal_type="auto", dir
             scope_id = _resolve.directory_scope_from_answer(directory_scope, follow_pages(client, answer))
     found_role = resolver.role(role)
     found_principal = resolver.principal_from_answers(
-        principal, principal_type, [k for k, _ in pairs], principal_answers
+        principal, principal_type, [pair[0] for pair in pairs], principal_answers
     )
     return Target(found_principal, found_role, scope_id, app_scope_id)
 
@@ -223,7 +223,7 @@ def read_current(client, kind, target, include_pending=False):
     """Read one target's state: schedules (+ pending requests in the same $batch). 1 round trip."""
     named = read_requests(kind, target, include_pending=include_pending)
     found = {}
-    for (name, _req), answer in zip(named, send_all(client, [req for _, req in named]), strict=True):
+    for (name, _req), answer in zip(named, send_all(client, [pair[1] for pair in named]), strict=True):
         if isinstance(answer, GraphError):
             raise answer
         found[name] = follow_pages(client, answer)

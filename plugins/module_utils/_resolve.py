@@ -316,8 +316,8 @@ class Resolver:
     def principal(self, value, principal_type="auto"):
         """One user, group or service principal from an object id, UPN, mail, name or appId."""
         pairs = self.principal_requests(value, principal_type)
-        answers = self._send([req for _, req in pairs])
-        return self.principal_from_answers(value, principal_type, [k for k, _ in pairs], answers)
+        answers = self._send([pair[1] for pair in pairs])
+        return self.principal_from_answers(value, principal_type, [pair[0] for pair in pairs], answers)
 
     def principals_by_ids(self, ids):
         """Many object ids → {id: Principal} with getByIds (1000 ids per request); unknown ids are left out."""

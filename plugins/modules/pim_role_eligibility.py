@@ -27,7 +27,7 @@ description:
     C(RoleManagement.ReadWrite.Directory)), C(Directory.Read.All) (or C(User.Read.All) and C(Group.Read.All)) to
     find principals, and C(AdministrativeUnit.Read.All) only when O(directory_scope) is given by name.
 author:
-  - entra.pim contributors
+  - entra.pim contributors (@entra-pim)
 extends_documentation_fragment:
   - entra.pim._auth
   - entra.pim._attributes
