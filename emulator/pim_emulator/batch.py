@@ -141,7 +141,7 @@ def batch(ctx):
                     _bad("A batch request cannot contain another batch."), ctx.request_id, ctx.client_request_id
                 )
             else:
-                resp, _lost = emu.run_safely(
+                resp, item_lost = emu.run_safely(
                     method,
                     path,
                     parse_query(qs),
@@ -154,6 +154,8 @@ def batch(ctx):
                     body_given="body" in r and r["body"] is not None,
                     raw_query=qs,
                 )
+                if item_lost:
+                    ctx.batch_lost = True
         if resp.status >= 400:
             failed.add(rid.lower())
         item_headers = {}

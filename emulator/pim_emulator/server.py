@@ -178,7 +178,9 @@ class Faults:
             return None
         with self.lock:
             for r in self.rules:
-                if in_batch and r["kind"] in ("reset", "lost_response"):
+                # A batch item can only lose the whole $batch answer, and only when asked for.
+                item_can_lose = r["kind"] == "lost_response" and r["scope"] == "batch_item"
+                if in_batch and r["kind"] in ("reset", "lost_response") and not item_can_lose:
                     continue
                 if r["scope"] == "request" and in_batch or r["scope"] == "batch_item" and not in_batch:
                     continue
@@ -580,7 +582,8 @@ class Emulator:
             resp = Response(204)
         else:
             resp = Response(200, result)
-        return resp, lost
+        # $batch: an item hit by a batch_item lost_response rule drops the whole batch's answer.
+        return resp, lost or getattr(ctx, "batch_lost", False)
 
     def run_safely(self, method, raw_path, query, raw_body, headers, request_id, client_request_id, **kw):
         """dispatch() with every error turned into an envelope. -> (Response, lost)."""

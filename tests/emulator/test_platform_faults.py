@@ -191,3 +191,47 @@ def test_reset_clears_faults_and_settings(sandbox):
     assert sandbox.control("GET", "/faults")["rules"] == []
     assert sandbox.control("GET", "/settings")["page_size"] == 100
     assert sandbox.get(f"/users/{ALICE}").status_code == 200
+
+
+def test_lost_response_on_a_batch_item_commits_every_item_then_drops_the_batch(fresh):
+    """scope batch_item: a $batch of writes whose answer never arrives (the items did run)."""
+    sb = fresh
+    principal = fresh.control(
+        "POST",
+        "/objects",
+        {
+            "type": "user",
+            "displayName": "Lost Batch",
+            "userPrincipalName": f"lostbatch-{uuid.uuid4().hex[:6]}@contoso.example",
+        },
+    )["id"]
+    _faults(
+        sb,
+        {
+            "kind": "lost_response",
+            "count": 1,
+            "scope": "batch_item",
+            "match": {"method": "POST", "path": "Assignments$"},
+        },
+    )
+    body = {"principalId": principal, "roleDefinitionId": HELPDESK_ADMIN, "directoryScopeId": "/"}
+    batch = {
+        "requests": [
+            {"id": "1", "method": "GET", "url": f"/users/{ALICE}"},
+            {
+                "id": "2",
+                "method": "POST",
+                "url": ROLE_ASSIGNMENTS,
+                "body": body,
+                "headers": {"Content-Type": "application/json"},
+            },
+        ]
+    }
+    with pytest.raises(requests.exceptions.ConnectionError):
+        sb.post("/$batch", json=batch)
+    r = sb.get(ROLE_ASSIGNMENTS, params={"$filter": f"principalId eq '{principal}'"})
+    assert [a["roleDefinitionId"] for a in r.json()["value"]] == [HELPDESK_ADMIN]
+    # scope any (the default) still never hits items: the next batch answers normally
+    _faults(sb, {"kind": "lost_response", "count": 1, "match": {"path": "users"}})
+    answer = sb.post("/$batch", json={"requests": batch["requests"][:1]})
+    assert answer.status_code == 200 and answer.json()["responses"][0]["status"] == 200
