@@ -987,8 +987,8 @@ def resolve_approvers(client, resolver, approvers):
             plan.append((index, value, kind, known, []))
             continue
         pairs = resolver.principal_requests(value, kind)
-        plan.append((index, value, kind, None, [k for k, _ in pairs]))
-        requests.extend(req for _, req in pairs)
+        plan.append((index, value, kind, None, [pair[0] for pair in pairs]))
+        requests.extend(pair[1] for pair in pairs)
     answers = _send(client, requests)
     out, position = [], 0
     for index, value, kind, known, kinds in plan:

@@ -10,8 +10,8 @@ module: pim_policy
 short_description: Manage the PIM role settings (policies) of Microsoft Entra directory roles
 version_added: 0.1.0
 description:
-  - Sets the Privileged Identity Management role settings of one or many Microsoft Entra directory roles: how long
-    an activation may last, what it requires (MFA, justification, ticket, approval, an authentication context),
+  - Sets the Privileged Identity Management role settings of one or many Microsoft Entra directory roles, that is how
+    long an activation may last, what it requires (MFA, justification, ticket, approval, an authentication context),
     how long eligible and active assignments may last, and who gets email notifications.
   - Declarative and partial. Only the settings you give are managed; every other setting stays as it is.
   - The same settings go to every role in O(roles), so one task can harden all privileged roles.
@@ -22,7 +22,7 @@ description:
     refuses an application token, sign in as a user who holds Privileged Role Administrator (see
     O(auth_method)).
 author:
-  - entra.pim contributors
+  - entra.pim contributors (@entra-pim)
 extends_documentation_fragment:
   - entra.pim._auth
   - entra.pim._attributes
@@ -187,9 +187,9 @@ attributes:
   idempotent:
     support: full
 notes:
-  - Does at most three Microsoft Graph round trips for any number of roles with up to 20 changed rules - the role
-    list, one read of all policies and one C($batch) - plus one lookup when approvers are given by name.
-  - Graph answers a rule update with 204 No Content; the returned O(policies) are the planned state, not a re-read.
+  - Does at most three Microsoft Graph round trips for any number of roles with up to 20 changed rules (the role
+    list, one read of all policies and one C($batch)), plus one lookup when approvers are given by name.
+  - Graph answers a rule update with 204 No Content; the returned RV(policies) are the planned state, not a re-read.
   - In Entra, requiring MFA and an authentication context on activation exclude each other; the module refuses the
     combination before anything is sent.
 seealso:

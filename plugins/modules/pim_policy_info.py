@@ -14,13 +14,13 @@ description:
     in a single paged Microsoft Graph request, however many roles you ask for.
   - Returns for each role the settings as the Entra portal shows them (activation, assignment and notification
     settings) and the raw policy rules.
-  - The returned O(policies[].settings) is valid input for the O(entra.pim.pim_policy#module:settings) option of
+  - The returned RV(policies[].settings) is valid input for the O(entra.pim.pim_policy#module:settings) option of
     M(entra.pim.pim_policy), so you can export role settings and restore them later.
   - Needs the Microsoft Graph permission C(RoleManagementPolicy.Read.Directory) (or a broader one such as
     C(RoleManagement.Read.Directory)) and, to show approver names, C(Directory.Read.All) or C(User.Read.All) plus
     C(Group.Read.All).
 author:
-  - entra.pim contributors
+  - entra.pim contributors (@entra-pim)
 extends_documentation_fragment:
   - entra.pim._auth
   - entra.pim._attributes

@@ -348,7 +348,7 @@ def test_each_setting_changes_exactly_its_rule_and_reads_back(rules, desired, ru
 
 
 def test_rule_diff_is_per_setting(rules):
-    _changed, diff = policy.plan_settings(
+    _changes, diff = policy.plan_settings(
         {"activation": {"max_duration": "PT2H", "require_justification": True}, "eligible_assignment": {}}, rules
     )
     assert diff == {
@@ -367,7 +367,7 @@ def test_export_is_valid_input_and_changes_nothing(rules):
 
 def test_export_change_restore_gives_back_the_original_rules(rules):
     exported = policy.rules_to_settings(rules)
-    changed, _ = policy.plan_settings(
+    changed, _diff = policy.plan_settings(
         {
             "activation": {
                 "max_duration": "PT1H",
@@ -387,7 +387,7 @@ def test_export_change_restore_gives_back_the_original_rules(rules):
     )
     modified = policy.planned_rules(rules, changed)
     assert len(changed) == 9
-    restored_changes, _ = policy.plan_settings(exported, modified)
+    restored_changes, _diff = policy.plan_settings(exported, modified)
     restored = policy.planned_rules(modified, restored_changes)
     for original, back in zip(rules, restored, strict=True):
         assert policy.rules_equal(original, back), original["id"]
@@ -422,7 +422,7 @@ def test_sets_are_order_insensitive(rules):
 
 
 def test_only_given_settings_are_managed(rules):
-    changed, _ = policy.plan_settings({"activation": {"require_ticket": True}}, rules)
+    changed, _diff = policy.plan_settings({"activation": {"require_ticket": True}}, rules)
     assert len(changed) == 1
     assert set(changed[0]["enabledRules"]) == {"MultiFactorAuthentication", "Justification", "Ticketing"}
 
@@ -433,7 +433,7 @@ def test_empty_settings_change_nothing(rules):
 
 
 def test_one_patch_per_rule_even_when_several_settings_touch_it(rules):
-    changed, _ = policy.plan_settings(
+    changed, _diff = policy.plan_settings(
         {"activation": {"require_mfa": False, "require_justification": False, "require_ticket": True}}, rules
     )
     assert [b["id"] for b in changed] == ["Enablement_EndUser_Assignment"]
@@ -467,7 +467,7 @@ def test_approval_on_a_policy_without_stages_creates_a_single_stage(rules):
         "approvalMode": "NoApproval",
         "approvalStages": [],
     }
-    changed, _ = policy.plan_settings(
+    changed, _diff = policy.plan_settings(
         {"activation": {"require_approval": True, "approvers": [{"type": "user", "id": USER_ID}]}}, rules
     )
     setting = changed[0]["setting"]
@@ -479,7 +479,7 @@ def test_approval_on_a_policy_without_stages_creates_a_single_stage(rules):
 def test_approval_uses_approvers_already_present(rules):
     stage = by_id(rules)["Approval_EndUser_Assignment"]["setting"]["approvalStages"][0]
     stage["primaryApprovers"] = [{"@odata.type": "#microsoft.graph.singleUser", "userId": USER_ID}]
-    changed, _ = policy.plan_settings({"activation": {"require_approval": True}}, rules)
+    changed, _diff = policy.plan_settings({"activation": {"require_approval": True}}, rules)
     assert changed[0]["setting"]["isApprovalRequired"] is True
 
 
@@ -488,7 +488,7 @@ def test_approvers_keep_subject_kinds_the_settings_do_not_model(rules):
     manager = {"@odata.type": "#microsoft.graph.requestorManager", "managerLevel": 1}
     stage["primaryApprovers"] = [manager]
     assert policy.rules_to_settings(rules)["activation"]["approvers"] == []
-    changed, _ = policy.plan_settings({"activation": {"approvers": [{"type": "user", "id": USER_ID}]}}, rules)
+    changed, _diff = policy.plan_settings({"activation": {"approvers": [{"type": "user", "id": USER_ID}]}}, rules)
     assert changed[0]["setting"]["approvalStages"][0]["primaryApprovers"][1] == manager
 
 
@@ -550,7 +550,7 @@ def test_mfa_and_auth_context_conflict_with_current_state(rules):
 def test_unrelated_settings_do_not_trip_on_an_existing_conflict(rules):
     current = by_id(rules)
     current["AuthenticationContext_EndUser_Assignment"].update(isEnabled=True, claimValue="c1")
-    changed, _ = policy.plan_settings({"activation": {"max_duration": "PT2H"}}, rules)
+    changed, _diff = policy.plan_settings({"activation": {"max_duration": "PT2H"}}, rules)
     assert [b["id"] for b in changed] == ["Expiration_EndUser_Assignment"]
 
 
@@ -624,7 +624,7 @@ def test_raw_rules_two_stage_approval_in_snake_case(rules):
     assert changed[0]["@odata.type"] == "#microsoft.graph.unifiedRoleManagementPolicyApprovalRule"
     assert "setting" in diff["after"]["rules"]["Approval_EndUser_Assignment"]
     # and applying it again changes nothing
-    again, _ = policy.plan_settings({}, policy.planned_rules(rules, changed), raw_rules=raw)
+    again, _diff = policy.plan_settings({}, policy.planned_rules(rules, changed), raw_rules=raw)
     assert again == []
 
 
@@ -634,7 +634,7 @@ def test_raw_rules_accept_camel_case_and_compare_by_meaning(rules):
 
 
 def test_raw_rules_win_over_settings(rules):
-    changed, _ = policy.plan_settings(
+    changed, _diff = policy.plan_settings(
         {"activation": {"max_duration": "PT2H"}},
         rules,
         raw_rules=[{"id": "Expiration_EndUser_Assignment", "maximum_duration": "PT3H"}],
@@ -666,7 +666,8 @@ def test_raw_rules_errors(rules, raw, message):
 
 def test_settings_argspec_covers_every_setting():
     spec = policy.settings_argspec()
-    for path, *_ in policy.LEAVES:
+    for leaf in policy.LEAVES:
+        path = leaf[0]
         node = spec
         for key in path:
             node = node["options"][key]

@@ -282,7 +282,7 @@ class FakeClient:
             rules[index] = dict(rules[index], **copy.deepcopy(body))
             return 204, None
         if req["method"] == "GET":
-            path, _, query = req["url"].partition("?")
+            path, _sep, query = req["url"].partition("?")
             from urllib.parse import parse_qsl
 
             return 200, {"value": self._list(path, dict(parse_qsl(query)))}
