@@ -146,6 +146,70 @@ def resolve_target(client, resolver, role, principal, principal_type="auto", dir
     return Target(found_principal, found_role, scope_id, app_scope_id)
 
 
+def resolve_and_read(
+    client,
+    resolver,
+    kind,
+    role,
+    principal,
+    principal_type="auto",
+    directory_scope="/",
+    app_scope=None,
+    include_pending=True,
+):
+    """resolve_target + read_current, in ONE round trip when the task names role and principal by id.
+
+    With a role id, a principal object id and a scope that needs no lookup, the role, the
+    principal (getByIds) and the schedules (+ pending requests) all go into one $batch. If the
+    ids turn out to be something else (a template id, an appId), the state is read again for
+    the real ids, so the answer is always right. Otherwise: resolve_target, then read_current.
+    Returns (Target, Current).
+    """
+    role_value = (role or "").strip()
+    principal_value = (principal or "").strip()
+    scope_id = _resolve.directory_scope_local(directory_scope)
+    if not (_resolve.is_guid(role_value) and _resolve.is_guid(principal_value) and scope_id is not None):
+        target = resolve_target(client, resolver, role, principal, principal_type, directory_scope, app_scope)
+        return target, read_current(client, kind, target, include_pending=include_pending)
+
+    guess = Target(
+        _resolve.Principal(principal_value.lower(), None, None, None, None),
+        _resolve.Role(role_value.lower(), None, None, None),
+        scope_id,
+        _resolve.app_scope(app_scope),
+    )
+    named = []
+    if not resolver.roles_cached():
+        named.append(("role", resolver.role_request(role_value)))
+    pairs = resolver.principal_requests(principal_value, principal_type)
+    named.extend(("principal", pair[1]) for pair in pairs)
+    named.extend(read_requests(kind, guess, include_pending=include_pending))
+    answers = dict(schedules=None, requests=None)
+    principal_answers = []
+    found_role = None
+    for (name, _req), answer in zip(named, send_all(client, [pair[1] for pair in named]), strict=True):
+        if name == "role":
+            # Not found by id: it may be a template id, which the full list resolves.
+            found_role = None if isinstance(answer, GraphError) and answer.status == 404 else answer
+            continue
+        if isinstance(answer, GraphError):
+            raise answer
+        if name == "principal":
+            principal_answers.append(answer)
+        else:
+            answers[name] = follow_pages(client, answer)
+    if isinstance(found_role, GraphError):
+        raise found_role
+    found_role = _resolve.role_from_graph(found_role) if found_role else resolver.role(role_value)
+    found_principal = resolver.principal_from_answers(
+        principal_value, principal_type, [pair[0] for pair in pairs], principal_answers
+    )
+    target = guess._replace(principal=found_principal, role=found_role)
+    if found_role.id.lower() != guess.role.id or found_principal.id.lower() != guess.principal.id:
+        return target, read_current(client, kind, target, include_pending=include_pending)
+    return target, current_from_answers(kind, target, answers["schedules"], answers["requests"])
+
+
 # ------------------------------------------------------------------ reading
 
 

@@ -95,7 +95,8 @@ def principal_from_graph(obj, kind=None):
     )
 
 
-def _role_from_graph(obj):
+def role_from_graph(obj):
+    """A Graph unifiedRoleDefinition dict → Role."""
     return Role(obj["id"], obj.get("displayName"), obj.get("templateId") or obj["id"], bool(obj.get("isBuiltIn")))
 
 
@@ -131,6 +132,8 @@ def send_all(client, requests):
         try:
             if req["method"] == "POST":
                 return [client.post(req["path"], req["body"], idempotent=True)]
+            if req.get("entity"):
+                return [client.get(req["path"], params=req.get("params"))]
             return [{"value": client.list(req["path"], params=req.get("params"))}]
         except GraphError as err:
             return [err]
@@ -181,12 +184,17 @@ class Resolver:
     def role_list_request(self):
         return _get(ROLE_DEFINITIONS, {"$select": ROLE_SELECT})
 
+    def role_request(self, role_id):
+        """One role definition by id, batch-ready (an entity, not a collection)."""
+        path = "%s/%s" % (ROLE_DEFINITIONS, require_guid(role_id, "role id"))
+        return dict(_get(path, {"$select": ROLE_SELECT}), entity=True)
+
     def roles_cached(self):
         return self._cache_key() in _ROLE_CACHE
 
     def load_roles(self, items):
         """Fill the role cache from Graph roleDefinition dicts (e.g. from a batched list)."""
-        roles = [_role_from_graph(item) for item in items]
+        roles = [role_from_graph(item) for item in items]
         _ROLE_CACHE[self._cache_key()] = roles
         return roles
 

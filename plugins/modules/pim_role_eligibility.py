@@ -357,13 +357,21 @@ def run(module):
     desired = pim.Desired(state, schedule, p["justification"], p["ticket_number"], p["ticket_system"])
 
     client = module.client
-    target = pim.resolve_target(
-        client, Resolver(client), p["role"], p["principal"], p["principal_type"], p["directory_scope"], p["app_scope"]
+    # Role, principal, scope, schedules and pending requests: one round trip when given by id,
+    # two otherwise (lookups, then state); never a write before every check has passed.
+    target, current = pim.resolve_and_read(
+        client,
+        Resolver(client),
+        KIND,
+        p["role"],
+        p["principal"],
+        p["principal_type"],
+        p["directory_scope"],
+        p["app_scope"],
+        include_pending=True,
     )
     if state == "present":
         pim.check_principal_for(KIND, target.principal)
-    # Schedules and pending requests in one round trip.
-    current = pim.read_current(client, KIND, target, include_pending=True)
     plan = pim.plan(KIND, target, desired, current, now)
 
     result = dict(

@@ -649,3 +649,65 @@ def test_read_policy_rules():
             raise GraphError("no", status=403)
 
     assert pim.read_policy_rules(Denied(), USER_ADMIN.id) is None
+
+
+def id_route(method, path, params, body):
+    if path == _resolve.ROLE_DEFINITIONS + "/" + USER_ADMIN.id:
+        return {
+            "id": USER_ADMIN.id,
+            "displayName": USER_ADMIN.display_name,
+            "templateId": USER_ADMIN.id,
+            "isBuiltIn": True,
+        }
+    if path.startswith(_resolve.ROLE_DEFINITIONS + "/"):
+        return {"_status": 404, "error": {"code": "Request_ResourceNotFound"}}
+    if path == "/directoryObjects/getByIds":
+        known = {ALICE.id: {"id": ALICE.id, "displayName": "Alice Anders", "@odata.type": "#microsoft.graph.user"}}
+        return {"value": [known[i] for i in body["ids"] if i in known]}
+    return fake_route(method, path, params, body)
+
+
+def test_resolve_and_read_by_ids_is_one_batch(clean_roles):
+    client = BatchClient(id_route)
+    target, cur = pim.resolve_and_read(client, _resolve.Resolver(client), "eligibility", USER_ADMIN.id, ALICE.id)
+    assert client.round_trips == [
+        (
+            "BATCH",
+            [
+                _resolve.ROLE_DEFINITIONS + "/" + USER_ADMIN.id,
+                "/directoryObjects/getByIds",
+                "/roleManagement/directory/roleEligibilitySchedules",
+                "/roleManagement/directory/roleEligibilityScheduleRequests",
+            ],
+        )
+    ]
+    assert (target.role.display_name, target.principal.display_name) == ("User Administrator", "Alice Anders")
+    assert cur.schedule["id"] == "sched-1" and [r["id"] for r in cur.pending] == ["r1"]
+
+
+def test_resolve_and_read_template_id_reads_again_for_the_real_id(clean_roles):
+    custom = {"id": "aaaaaaaa-0000-4000-8000-000000000001", "displayName": "Custom", "templateId": "bbbbbbbb-0000-4000-8000-000000000001", "isBuiltIn": False}  # fmt: skip
+
+    def route(method, path, params, body):
+        if path == _resolve.ROLE_DEFINITIONS:
+            return {"value": [custom]}
+        if path.endswith("roleEligibilitySchedules"):
+            # answers whatever role the filter named: the module must not trust a read for the wrong id
+            return {"value": [dict(schedule(), roleDefinitionId=custom["id"])]}
+        return id_route(method, path, params, body)
+
+    client = BatchClient(route)
+    target, cur = pim.resolve_and_read(client, _resolve.Resolver(client), "eligibility", custom["templateId"], ALICE.id)
+    assert target.role.id == custom["id"]
+    # one batch (404 for the template id as an id), the role list, then the state for the real id
+    assert [rt[0] for rt in client.round_trips] == ["BATCH", "GET", "BATCH"]
+    assert cur.schedule["roleDefinitionId"] == custom["id"]
+
+
+def test_resolve_and_read_by_names_is_two_round_trips(clean_roles):
+    client = BatchClient(fake_route)
+    target, cur = pim.resolve_and_read(
+        client, _resolve.Resolver(client), "eligibility", "User Administrator", "alice@contoso.example"
+    )
+    assert [rt[0] for rt in client.round_trips] == ["BATCH", "BATCH"]
+    assert target.principal.id == ALICE.id and cur.schedule["id"] == "sched-1"

@@ -169,6 +169,12 @@ class FakeGraph:
             path, _, query = req["url"].partition("?")
             params = {k: unquote(v) for k, v in parse_qsl(query, keep_blank_values=True)}
             try:
+                if path.startswith(BASE + "roleDefinitions/"):
+                    role = next((r for r in ROLES if r["id"] == path.rsplit("/", 1)[1]), None)
+                    if role is None:
+                        raise GraphError("no role", status=404, code="Request_ResourceNotFound")
+                    out.append({"id": req["id"], "status": 200, "body": role})
+                    continue
                 body = (
                     self._post(path, req["body"])
                     if req["method"] == "POST"
@@ -237,6 +243,15 @@ def test_lifecycle(graph, capsys):
     assert out["changed"] and graph.writes[-1] == "adminRemove" and out["eligibility"] is None
     out = eligibility(capsys, state="absent")
     assert not out["changed"] and len(graph.writes) == 3
+
+
+def test_ids_make_a_no_change_run_one_round_trip(graph, capsys):
+    out = eligibility(capsys, principal=ALICE, role=USER_ADMIN, permanent=True)
+    assert out["changed"] and out["eligibility"]["role_name"] == "User Administrator"
+    graph.round_trips = 0
+    out = eligibility(capsys, principal=ALICE, role=USER_ADMIN, permanent=True)
+    assert not out["changed"] and out["eligibility"]["principal_name"] == "Alice Anders"
+    assert graph.round_trips == 1  # role, principal, schedules and pending requests in one $batch
 
 
 def test_check_mode_update_writes_nothing(graph, capsys):
