@@ -1074,7 +1074,13 @@ def apply_changes(client, changes):
         }
         for n, c in enumerate(changes, start=1)
     ]
-    responses = client.batch(requests)
+    try:
+        responses = client.batch(requests)
+    except GraphError as err:
+        if err.code != "ResponseLost":
+            raise
+        # A rule PATCH carries the whole rule, so sending it again cannot do anything twice.
+        responses = client.batch(requests)
     applied, failure = [], None
     for change, resp in zip(changes, responses, strict=True):
         status = int(resp.get("status") or 0)

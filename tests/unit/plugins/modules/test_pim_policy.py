@@ -572,3 +572,47 @@ def test_raw_rules_patch_a_second_approval_stage(client, run):
     rule = next(r for r in result["policies"][0]["rules"] if r["id"] == "Approval_EndUser_Assignment")
     assert rule["setting"]["approval_mode"] == "Serial"
     assert "rules" in result["diff"]["after"]["Global Administrator"]
+
+
+class LosingClient(FakeClient):
+    """Applies the first $batch of PATCHes but loses its answer (notes: ResponseLost from the client)."""
+
+    def __init__(self):
+        super().__init__()
+        self.lost = False
+
+    def batch(self, requests):
+        result = super().batch(requests)
+        if not self.lost and any(r["method"] == "PATCH" for r in requests):
+            self.lost = True
+            raise _graph.GraphError("answer lost", code="ResponseLost")
+        return result
+
+
+def test_a_lost_batch_answer_is_sent_again_safely(run):
+    client = LosingClient()
+    result = run(pim_policy, {"role": GA, "settings": {"activation": {"max_duration": "PT3H"}}}, client)
+    assert result["changed"] is True
+    assert len([c for c in client.calls if c[0] == "BATCH"]) == 2
+    assert client.rules(GA)["Expiration_EndUser_Assignment"]["maximumDuration"] == "PT3H"
+
+
+class OneRuleRefused(FakeClient):
+    def _dispatch(self, req):
+        if req["method"] == "PATCH" and req["url"].endswith("/Enablement_EndUser_Assignment"):
+            return 400, {"error": {"code": "InvalidPolicy", "message": "The policy is invalid."}}
+        return super()._dispatch(req)
+
+
+def test_a_partial_failure_says_what_was_applied(run):
+    client = OneRuleRefused()
+    args = {"role": GA, "settings": {"activation": {"max_duration": "PT3H", "require_ticket": True}}}
+    result = run(pim_policy, args, client)
+    assert result["failed"] is True
+    assert "Updating rule Enablement_EndUser_Assignment of role 'Global Administrator' failed" in result["msg"]
+    assert "InvalidPolicy" in result["msg"]
+    assert (
+        "1 other rule update(s) in this task succeeded: Global Administrator/Expiration_EndUser_Assignment"
+        in result["msg"]
+    )
+    assert result["status"] == 400 and result["error_code"] == "InvalidPolicy"
