@@ -274,6 +274,9 @@ def pack_values(values, limit=IN_LIMIT):
 
 def in_filter(fields, values):
     """``userPrincipalName in ('a','b') or mail in ('a','b')`` (every value quoted)."""
+    if len(values) == 1:
+        # A one-value list reads as a parenthesised literal to some OData parsers: say eq.
+        return " or ".join("%s eq %s" % (field, odata_quote(values[0])) for field in fields)
     quoted = ",".join(odata_quote(v) for v in values)
     return " or ".join("%s in (%s)" % (field, quoted) for field in fields)
 
@@ -636,7 +639,22 @@ class Reconciler:
             )
         if not self.check_mode:
             Writer(self).write(changes)
-        return self._result(changes, applied=not self.check_mode)
+        result = self._result(changes, applied=not self.check_mode)
+        if result["summary"]["failed"] and params.get("fail_fast", True):
+            # The rest is written (and reported); fail_fast makes a refused write fail the task.
+            raise PimError(
+                "%d of %d writes failed: %s"
+                % (
+                    result["summary"]["failed"],
+                    sum(1 for e in result["changes"] if e["action"] != "none" or e["status"] == "failed"),
+                    "; ".join("%s: %s" % (e["item"], e["msg"]) for e in self.errors[:5]),
+                ),
+                changed=result["changed"],
+                summary=result["summary"],
+                changes=result["changes"],
+                errors=result["errors"],
+            )
+        return result
 
     # -------------------------------------------------------------- resolution → boundary
 
