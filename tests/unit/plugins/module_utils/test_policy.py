@@ -12,6 +12,9 @@ from pathlib import Path
 import pytest
 from ansible_collections.entra.pim.plugins.module_utils import _policy as policy
 from ansible_collections.entra.pim.plugins.module_utils._errors import InputError
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 DEFAULTS_FILE = Path("/work/shared/reference/graph/default-rules-from-docs.json")
 
@@ -679,3 +682,84 @@ def test_disabling_the_auth_context_forgets_its_claim(rules):
     changed, diff = policy.plan_settings({"activation": {"authentication_context": {"enabled": False}}}, rules)
     assert changed[0]["isEnabled"] is False and changed[0]["claimValue"] is None
     assert diff["after"] == {"activation": {"authentication_context": {"enabled": False}}}
+
+
+# --- property: whatever valid settings are applied, they read back and a second plan is empty
+
+
+_durations = st.integers(min_value=30, max_value=24 * 60).map(lambda m: "PT%dM" % m)
+_long_durations = st.integers(min_value=1, max_value=730).map(lambda d: "P%dD" % d)
+_maybe = lambda strategy: st.one_of(st.none(), strategy)  # noqa: E731
+_recipient = st.fixed_dictionaries(
+    {
+        "default_recipients": _maybe(st.booleans()),
+        "level": _maybe(st.sampled_from(["None", "Critical", "All", "all", "CRITICAL"])),
+        "additional_recipients": _maybe(st.lists(st.sampled_from(["a@x.example", "b@x.example"]), unique=True)),
+    }
+)
+_assignment = st.fixed_dictionaries(
+    {
+        "allow_permanent": _maybe(st.booleans()),
+        "max_duration": _maybe(_long_durations),
+        "require_mfa": _maybe(st.booleans()),
+        "require_justification": _maybe(st.booleans()),
+    }
+)
+
+
+@st.composite
+def _settings(draw):
+    ctx_enabled = draw(_maybe(st.booleans()))
+    approvers = draw(
+        _maybe(
+            st.lists(
+                st.sampled_from([{"type": "user", "id": USER_ID}, {"type": "group", "id": GROUP_ID}]),
+                unique_by=lambda a: a["id"],
+            )
+        )
+    )
+    require_approval = draw(_maybe(st.booleans()))
+    if require_approval:
+        approvers = approvers or [{"type": "user", "id": USER_ID}]
+    return {
+        "activation": {
+            "max_duration": draw(_maybe(_durations)),
+            # the portal's rule: MFA and an auth context exclude each other
+            "require_mfa": False if ctx_enabled else draw(_maybe(st.booleans())),
+            "require_justification": draw(_maybe(st.booleans())),
+            "require_ticket": draw(_maybe(st.booleans())),
+            "require_approval": require_approval,
+            "approvers": approvers,
+            "authentication_context": {
+                "enabled": ctx_enabled,
+                "claim_value": "c%d" % draw(st.integers(1, 9)) if ctx_enabled else None,
+            },
+        },
+        "eligible_assignment": draw(_assignment),
+        "active_assignment": draw(_assignment),
+        "notifications": {
+            kind: {rec: draw(_recipient) for rec in policy.NOTIFICATION_RECIPIENTS}
+            for kind in policy.NOTIFICATION_KINDS
+        },
+    }
+
+
+@hsettings(max_examples=150, deadline=None)
+@given(desired=_settings())
+def test_any_valid_settings_read_back_and_are_idempotent(desired):
+    rules = copy.deepcopy(DOCS["directoryRole_defaults"])
+    changed, _diff = policy.plan_settings(desired, rules)
+    after = policy.planned_rules(rules, changed)
+    # each changed rule really differs, and no rule is sent twice
+    assert len({b["id"] for b in changed}) == len(changed)
+    for body in changed:
+        assert not policy.rules_equal(body, by_id(rules)[body["id"]])
+    # a second plan against the result changes nothing
+    assert policy.plan_settings(desired, after)[0] == []
+    # every managed setting reads back with the same meaning
+    got = policy.rules_to_settings(after)
+    for (path, _rule_id, _read, _write, eq), value in policy._desired_leaves(policy.validate_settings(desired)):
+        node = got
+        for key in path:
+            node = node[key]
+        assert policy._equal(eq, node, value), (path, node, value)
