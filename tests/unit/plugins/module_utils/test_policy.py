@@ -689,7 +689,12 @@ def test_disabling_the_auth_context_forgets_its_claim(rules):
 
 _durations = st.integers(min_value=30, max_value=24 * 60).map(lambda m: "PT%dM" % m)
 _long_durations = st.integers(min_value=1, max_value=730).map(lambda d: "P%dD" % d)
-_maybe = lambda strategy: st.one_of(st.none(), strategy)  # noqa: E731
+
+
+def _maybe(strategy):
+    return st.one_of(st.none(), strategy)
+
+
 _recipient = st.fixed_dictionaries(
     {
         "default_recipients": _maybe(st.booleans()),
