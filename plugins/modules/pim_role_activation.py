@@ -31,7 +31,7 @@ description:
   - The token needs the delegated Microsoft Graph permission C(RoleAssignmentSchedule.ReadWrite.Directory); reading
     the role's default duration from its policy needs C(RoleManagementPolicy.Read.Directory).
 author:
-  - entra.pim contributors
+  - entra.pim contributors (@entra-pim)
 extends_documentation_fragment:
   - entra.pim._auth
   - entra.pim._attributes
@@ -369,7 +369,7 @@ class Task:
         if scope_id is None:
             named.append(("scope", _resolve.directory_scope_request(p["directory_scope"])))
         found = {}
-        answers = _resolve.send_all(self.client, [req for _, req in named])
+        answers = _resolve.send_all(self.client, [req for _name, req in named])
         for (name, _req), answer in zip(named, answers, strict=True):
             if isinstance(answer, GraphError):
                 if name == "scope":
@@ -389,7 +389,7 @@ class Task:
         return self.state
 
     def reread(self):
-        answers = _resolve.send_all(self.client, [req for _, req in act.read_requests(self.target.role.id)])
+        answers = _resolve.send_all(self.client, [req for _name, req in act.read_requests(self.target.role.id)])
         lists = []
         for answer in answers:
             if isinstance(answer, GraphError):

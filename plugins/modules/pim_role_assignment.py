@@ -31,7 +31,7 @@ description:
     C(Application.Read.All)) to find principals, and C(AdministrativeUnit.Read.All) only when O(directory_scope) is
     given by name.
 author:
-  - entra.pim contributors
+  - entra.pim contributors (@entra-pim)
 extends_documentation_fragment:
   - entra.pim._auth
   - entra.pim._attributes

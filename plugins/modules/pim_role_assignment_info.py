@@ -22,7 +22,7 @@ description:
   - Needs the Microsoft Graph permissions C(RoleAssignmentSchedule.Read.Directory) (or
     C(RoleManagement.Read.Directory)) and C(Directory.Read.All) to name principals.
 author:
-  - entra.pim contributors
+  - entra.pim contributors (@entra-pim)
 extends_documentation_fragment:
   - entra.pim._auth
   - entra.pim._attributes.INFO_MODULE

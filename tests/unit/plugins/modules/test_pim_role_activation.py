@@ -196,7 +196,7 @@ class FakeGraph:
     def batch(self, requests):
         out = []
         for req in requests:
-            path, _, query = req["url"].partition("?")
+            path, _sep, query = req["url"].partition("?")
             params = {k: unquote(v) for k, v in parse_qsl(query, keep_blank_values=True)}
             try:
                 out.append({"id": req["id"], "status": 200, "body": {"value": self._collection(path, params)}})

@@ -159,7 +159,7 @@ class FakeGraph:
     def batch(self, requests):
         out = []
         for req in requests:
-            path, _, query = req["url"].partition("?")
+            path, _sep, query = req["url"].partition("?")
             params = {k: unquote(v) for k, v in parse_qsl(query, keep_blank_values=True)}
             try:
                 body = self._post(path, req["body"]) if req["method"] == "POST" else {"value": self._collection(path, params)}  # fmt: skip
@@ -197,7 +197,10 @@ def assignment(capsys, **args):
     return run(pim_role_assignment, capsys, **args)
 
 
-@pytest.mark.parametrize("principal, kind", [("alice@contoso.example", "user"), ("PIM-Helpdesk", "group"), ("Deploy Pipeline", "service_principal")])  # fmt: skip
+@pytest.mark.parametrize(
+    "principal, kind",
+    [("alice@contoso.example", "user"), ("PIM-Helpdesk", "group"), ("Deploy Pipeline", "service_principal")],
+)
 def test_lifecycle_for_each_principal_kind(graph, capsys, principal, kind):
     out = assignment(capsys, principal=principal, duration="P30D", justification="j", check_mode=True, diff=True)
     assert out["changed"] and graph.writes == [] and out["diff"]["before"] == {}
