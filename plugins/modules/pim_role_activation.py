@@ -447,8 +447,9 @@ class Task:
             raise self.explain(err, body)
 
     def validate(self, body):
+        """Ask Graph with isValidationOnly (nothing is persisted); returns its answer, raises explained."""
         try:
-            self.client.post(act.ASSIGNMENT_REQUESTS, dict(body, isValidationOnly=True))
+            return self.client.post(act.ASSIGNMENT_REQUESTS, dict(body, isValidationOnly=True))
         except GraphError as err:
             raise self.explain(err, body)
 
@@ -651,12 +652,22 @@ def _extend(task, result, plan):
     if module.check_mode:
         result["action_taken"] = "extended"
         try:
-            task.validate(plan.body)
+            answer = task.validate(plan.body) or {}
         except GraphError as err:
             if err.details.get("failed_rules"):
                 raise
             result["action_taken"] = "reactivated"
             result["extend_refused"] = err.msg
+            return
+        if answer.get("status") in act.APPROVAL:
+            # The same decision the real run makes (see below), without sending anything.
+            policy = task.read_policy()
+            if policy is None or policy.require_approval:
+                result["action_taken"] = "extension_requested"
+                result["status"] = "pending_approval"
+            else:
+                result["action_taken"] = "reactivated"
+                result["extend_refused"] = "Graph would send the extension to an administrator (%s)" % answer["status"]
         return
     refused = None
     request = None

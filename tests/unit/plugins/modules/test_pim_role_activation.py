@@ -154,13 +154,11 @@ class FakeGraph:
         elif action == "selfExtend":
             if not current:
                 raise GraphError("x", status=400, code="RoleAssignmentDoesNotExist")
+            req["status"] = "Provisioned" if self.extend_in_place else "PendingAdminDecision"
             if body.get("isValidationOnly"):
                 return req
             if self.extend_in_place:
-                req["status"] = "Provisioned"
                 current["scheduleInfo"]["expiration"]["endDateTime"] = ts(self.now + duration)
-            else:
-                req["status"] = "PendingAdminDecision"
         elif action == "selfDeactivate":
             if not current:
                 raise GraphError("x", status=400, code="RoleAssignmentDoesNotExist")
@@ -332,6 +330,8 @@ def test_too_little_left_extends_in_place_when_graph_allows(graph, capsys):
     graph.extend_in_place = True
     activate(capsys, justification="x")
     graph.now += timedelta(hours=7, minutes=50)
+    out = activate(capsys, justification="x", check_mode=True)
+    assert out["action_taken"] == "extended" and graph.writes == ["selfActivate"]
     out = activate(capsys, justification="x")
     assert out["changed"] and out["action_taken"] == "extended" and graph.writes[-1] == "selfExtend"
     assert out["status"] == "active" and out["end"] == ts(graph.now + timedelta(hours=8))
@@ -340,6 +340,8 @@ def test_too_little_left_extends_in_place_when_graph_allows(graph, capsys):
 def test_extension_sent_to_an_admin_falls_back_to_reactivation(graph, capsys):
     activate(capsys, justification="x")
     graph.now += timedelta(hours=7, minutes=50)
+    out = activate(capsys, justification="x", check_mode=True)
+    assert out["changed"] and out["action_taken"] == "reactivated" and graph.writes == ["selfActivate"]
     out = activate(capsys, justification="x")
     assert out["action_taken"] == "reactivated" and "PendingAdminDecision" in out["extend_refused"]
     assert graph.writes == ["selfActivate", "selfExtend", "cancel", "selfDeactivate", "selfActivate"]
@@ -350,6 +352,8 @@ def test_extension_with_approval_required_is_left_waiting(graph, capsys):
     activate(capsys, justification="x")
     graph.rules["Approval_EndUser_Assignment"]["setting"]["isApprovalRequired"] = True
     graph.now += timedelta(hours=7, minutes=50)
+    out = activate(capsys, justification="x", check_mode=True)
+    assert out["action_taken"] == "extension_requested" and graph.writes == ["selfActivate"]
     out = activate(capsys, justification="x")
     assert out["changed"] and out["action_taken"] == "extension_requested" and out["status"] == "pending_approval"
     assert graph.writes == ["selfActivate", "selfExtend"] and graph.activation() is not None
