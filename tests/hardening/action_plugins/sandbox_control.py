@@ -1,0 +1,62 @@
+# Copyright: contributors to the entra.pim collection
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Test-only action: call the PIM sandbox's control API from a play, on the controller.
+
+Used by the hardening matrix to arm and disarm fault rules between tasks without paying for a
+module process. Arguments: ``method`` (default GET), ``path`` (under /_emulator), ``body``,
+and ``restart: true`` (asks the pytest process that owns the sandbox to restart it once the
+next Graph request arrives; see tests/hardening/test_fault_matrix.py). Reads
+HARDENING_CONTROL_URL, HARDENING_CA and HARDENING_RESTART_FILE from the environment.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from datetime import datetime
+
+import requests
+from ansible.plugins.action import ActionBase
+
+
+def _parse(text):
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+class ActionModule(ActionBase):
+    TRANSFERS_FILES = False
+    _requires_connection = False
+
+    def run(self, tmp=None, task_vars=None):
+        result = super().run(tmp, task_vars)
+        args = self._task.args
+        base = os.environ["HARDENING_CONTROL_URL"]
+        verify = os.environ["HARDENING_CA"]
+        if args.get("restart"):
+            stats = requests.get(base + "/stats", verify=verify, timeout=30).json()
+            marker = os.environ["HARDENING_RESTART_FILE"]
+            with open(marker + ".tmp", "w", encoding="utf-8") as handle:
+                json.dump({"after_graph_requests": stats["graph_requests"], "at": time.time()}, handle)
+            os.replace(marker + ".tmp", marker)
+            result.update(changed=False, armed_restart=True)
+            return result
+        if args.get("lag_created_at"):
+            # Replication lag for principals created at lag_created_at: they stay unknown to PIM
+            # for lag_extra more seconds from now (settings.replication_lag_seconds, emulator clock).
+            now = requests.get(base + "/clock", verify=verify, timeout=30).json()["now"]
+            age = _parse(now) - _parse(args["lag_created_at"])
+            lag = age + float(args.get("lag_extra", 3))
+            requests.patch(base + "/settings", json={"replication_lag_seconds": lag}, verify=verify, timeout=30)
+            result.update(changed=False, replication_lag_seconds=lag)
+            return result
+        resp = requests.request(
+            args.get("method", "GET"), base + args["path"], json=args.get("body"), verify=verify, timeout=30
+        )
+        result["status"] = resp.status_code
+        result["json"] = resp.json() if resp.content else None
+        result["changed"] = False
+        if resp.status_code >= 400:
+            result.update(failed=True, msg="control API %s answered %d" % (args["path"], resp.status_code))
+        return result
