@@ -422,7 +422,7 @@ def check_options(query: dict) -> None:
             raise bad_request(f"Query option '{k}' is not supported.")
 
 
-def collection_response(ctx, items, context_path, expanders=None, filterable=None) -> dict:
+def collection_response(ctx, items, context_path, expanders=None, filterable=None, paged=True) -> dict:
     q = ctx.query
     check_options(q)
     items = list(items)
@@ -439,7 +439,8 @@ def collection_response(ctx, items, context_path, expanders=None, filterable=Non
     total = len(items)
     top = _int_option(q, "$top", 0, MAX_TOP)
     skip = _int_option(q, "$skip", 0, None) or 0
-    page = int(ctx.settings.get("page_size") or 100)
+    # An unpaged collection still honours $top, as Graph does.
+    page = int(ctx.settings.get("page_size") or 100) if paged else max(len(items) - (skip or 0), 1)
     if top is not None:
         page = min(page, top)
     offset = _decode_token(q["$skiptoken"]) if q.get("$skiptoken") else skip

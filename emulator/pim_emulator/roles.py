@@ -86,7 +86,8 @@ def definition_view(doc: dict) -> dict:
 @route("GET", f"/v1.0/{_DEFINITIONS}", permissions=ROLE_READ)
 def list_role_definitions(ctx):
     items = [definition_view(d) for d in ctx.tx.list(ROLE_DEFINITIONS)]
-    return ctx.collection(items, _DEFINITIONS, filterable=DEFINITION_FILTERABLE)
+    # Graph returns the whole role catalogue (built-in and custom) in one page.
+    return ctx.collection(items, _DEFINITIONS, filterable=DEFINITION_FILTERABLE, paged=False)
 
 
 @route("GET", f"/v1.0/{_DEFINITIONS}/{{id}}", permissions=ROLE_READ)

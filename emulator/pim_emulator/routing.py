@@ -250,11 +250,16 @@ class RequestContext:
         return (self.claims or {}).get("appid") or (self.claims or {}).get("azp")
 
     # -- OData shaping -------------------------------------------------------
-    def collection(self, items, context_path, expanders=None, filterable=None) -> dict:
-        """Graph collection response: $filter, $select, $expand, $top, paging, @odata.context."""
+    def collection(self, items, context_path, expanders=None, filterable=None, paged=True) -> dict:
+        """Graph collection response: $filter, $select, $expand, $top, paging, @odata.context.
+
+        ``paged=False`` is for collections Graph answers in one response whatever their size.
+        """
         from pim_emulator import odata
 
-        return odata.collection_response(self, items, context_path, expanders=expanders, filterable=filterable)
+        return odata.collection_response(
+            self, items, context_path, expanders=expanders, filterable=filterable, paged=paged
+        )
 
     def entity(self, item, context_path, expanders=None) -> dict:
         """One entity with $select/$expand applied and ``@odata.context = ...#{context_path}/$entity``."""

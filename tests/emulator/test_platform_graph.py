@@ -211,6 +211,17 @@ def test_server_paging_with_small_page_size(fresh):
     assert stats["by_route"]["GET /v1.0/users"] == 1 + first_run + len(pages) + 1  # every page is a round trip
 
 
+def test_role_definitions_come_in_one_page(fresh):
+    """Graph answers the role catalogue in one response; $top still limits it (README, OData)."""
+    sb = fresh
+    sb.control("PATCH", "/settings", {"page_size": 5})
+    body = sb.get("/roleManagement/directory/roleDefinitions").json()
+    assert "@odata.nextLink" not in body
+    assert len(body["value"]) == 123  # every built-in role in reference/builtin-roles.json
+    limited = sb.get("/roleManagement/directory/roleDefinitions", params={"$top": "3"}).json()
+    assert len(limited["value"]) == 3 and "@odata.nextLink" in limited
+
+
 def test_filter_operators_and_escaped_quotes(fresh):
     sb = fresh
 
