@@ -199,8 +199,13 @@ class SandboxProc:
         return resp.json() if resp.content else None
 
 
+# POSTs that only read: the sandbox counts every non-GET as a write, these change nothing.
+READ_ONLY_POSTS = ("/directoryObjects/getByIds", "/getByIds")
+
+
 def total_writes(stats: dict) -> int:
-    return sum(stats.get("writes", {}).values())
+    """Writes that could change the tenant (stats ``writes`` minus read-only POST functions)."""
+    return sum(n for route, n in stats.get("writes", {}).items() if not route.endswith(READ_ONLY_POSTS))
 
 
 @dataclass

@@ -557,11 +557,21 @@ def record_cell(matrix, row, col, outcome, detail):
         handle.write(json.dumps({"row": row, "col": col, "outcome": outcome, "detail": detail}) + "\n")
 
 
-CELLS = [pytest.param(fault, op, marks=pytest.mark.xdist_group("fault-" + fault)) for fault in FAULTS for op in OPS]
+class _FaultCells:
+    """One class per fault (below), so ``--dist loadscope`` keeps a fault's play on one worker."""
+
+    fault = ""
+
+    @pytest.mark.parametrize("op", OPS)
+    def test_cell(self, sandbox, plays_dir, op):
+        check_cell(sandbox, plays_dir, self.fault, op)
 
 
-@pytest.mark.parametrize(("fault", "op"), CELLS)
-def test_fault_cell(sandbox, plays_dir, fault, op):
+for _fault in FAULTS:
+    globals()["TestFault_" + _fault] = type("TestFault_" + _fault, (_FaultCells,), {"fault": _fault})
+
+
+def check_cell(sandbox, plays_dir, fault, op):
     play = run_fault(sandbox, fault, plays_dir)
     result, ctx = play["result"], play["ctx"]
     assert not play["restart_errors"], play["restart_errors"]
