@@ -556,6 +556,23 @@ def run(module):
             )
         desired = desired._replace(duration=duration)
         plan = act.plan(desired, state, target, now)
+    elif plan.action in ("activate", "extend") and not module.check_mode:
+        # A duration above the role's maximum is refused here, before anything is sent (notes §6.2 ExpirationRule).
+        policy = task.read_policy()
+        too_long = policy is not None and policy.expiration_required and policy.max_duration is not None
+        if too_long and duration > policy.max_duration:
+            raise InputError(
+                act.explain_rule(
+                    "ExpirationRule",
+                    target.role.display_name,
+                    target.directory_scope_id,
+                    policy,
+                    task.rules,
+                    plan.body,
+                    "",
+                ),
+                duration=p["duration"],
+            )
 
     before = act.describe_activation(target, state.activation, state.eligibility) if state.activation else None
     result = dict(

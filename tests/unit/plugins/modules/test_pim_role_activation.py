@@ -519,3 +519,14 @@ def test_azure_cli_not_signed_in(fake_az, capsys):
         pim_role_activation.main()
     out = json.loads(capsys.readouterr().out)
     assert out["failed"] and "az login" in out["msg"] and "Traceback" not in json.dumps(out)
+
+
+def test_duration_above_the_policy_maximum_is_refused_before_any_post(graph, capsys, monkeypatch):
+    """issue 8 bad-input matrix: nothing is sent when the policy already says no (notes §6.2 ExpirationRule)."""
+    posts = []
+    original = graph.post
+    monkeypatch.setattr(graph, "post", lambda path, body, **kw: posts.append(body) or original(path, body, **kw))
+    out = activate(capsys, justification="x", duration="PT9H")
+    assert out["failed"] and out["msg"].startswith("ExpirationRule: role 'Security Administrator' allows activations")
+    assert "PT8H" in out["msg"] and out["duration"] == "PT9H"
+    assert posts == [] and graph.writes == []
