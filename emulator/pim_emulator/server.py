@@ -533,17 +533,19 @@ class Emulator:
         body = parsed_body
         if not in_batch:
             body_given = bool(raw_body)
-            if raw_body and method in BODY_METHODS | {"DELETE"}:
-                ctype = (headers.get("Content-Type") or "").lower()
-                if "json" in ctype or not ctype:
-                    try:
-                        body = json.loads(raw_body.decode("utf-8"))
-                    except (UnicodeDecodeError, ValueError):
-                        raise GraphError(
-                            400,
-                            "BadRequest",
-                            "Unable to read JSON request payload. Please ensure Content-Type header is set and payload is of valid JSON format.",
-                        ) from None
+            form = "x-www-form-urlencoded" in (headers.get("Content-Type") or "").lower()
+            if raw_body and method in BODY_METHODS | {"DELETE"} and not form:
+                # Form posts (the token endpoint) read raw_body. Anything else is JSON whatever its
+                # Content-Type says: a body silently dropped (a control call sent as text/plain
+                # turning into a default token) is worse than a 400.
+                try:
+                    body = json.loads(raw_body.decode("utf-8"))
+                except (UnicodeDecodeError, ValueError):
+                    raise GraphError(
+                        400,
+                        "BadRequest",
+                        "Unable to read JSON request payload. Please ensure Content-Type header is set and payload is of valid JSON format.",
+                    ) from None
         if is_graph and method in ("POST", "PATCH", "PUT") and body_given and not isinstance(body, dict | list):
             raise GraphError(
                 400, "BadRequest", "Unable to read JSON request payload. The payload must be a JSON object."

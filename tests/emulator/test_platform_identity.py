@@ -403,3 +403,14 @@ def test_control_minted_tokens_carry_chosen_claims(fresh, claims):
         assert decoded[k] == v
     assert decoded["upn"] == "alice@contoso.example" and "scp" in decoded
     assert fresh.get("/users", token=token, params={"$top": "1"}).status_code == 200
+
+
+def test_control_body_is_read_whatever_its_content_type(fresh):
+    """A JSON body sent as text/plain is still honoured; a body that is not JSON is a 400, never ignored."""
+    body = '{"user": "alice@contoso.example", "claims": {"amr": ["pwd", "mfa"]}}'
+    resp = fresh.control_raw("POST", "/tokens", data=body, headers={"Content-Type": "text/plain"})
+    assert resp.status_code == 200, resp.text
+    decoded = _decode(resp.json()["access_token"])
+    assert decoded["upn"] == "alice@contoso.example" and decoded["amr"] == ["pwd", "mfa"]
+    resp = fresh.control_raw("POST", "/tokens", data="user=alice", headers={"Content-Type": "text/plain"})
+    assert resp.status_code == 400 and resp.json()["error"]["code"] == "BadRequest"
