@@ -599,13 +599,15 @@ class GraphClient:
     def batch(self, requests):
         """Send ``requests`` through ``POST /$batch`` in chunks of 20 (notes §1.5).
 
-        Items answered 429/503 (and 504 for GET/DELETE) are sent again, honouring their
+        Items answered 429/503 (and 504 for GET/DELETE, or for a request given with
+        ``"idempotent": True``) are sent again, honouring their
         Retry-After, up to max_retries rounds. Returns one dict per request, in the given order:
         ``{"id", "status", "headers", "body", "method", "url"}``. Item errors do not raise; use
         ``raise_for_item``.
         """
         items = []
         seen = set()
+        idempotent = set()  # ids of writes the caller says are safe to send again (e.g. a whole-rule PATCH)
         for index, req in enumerate(requests):
             rid = str(req.get("id", index + 1))
             if rid.lower() in seen:
@@ -624,6 +626,8 @@ class GraphClient:
                 item["headers"] = headers
             if req.get("dependsOn"):
                 item["dependsOn"] = list(req["dependsOn"])
+            if req.get("idempotent"):
+                idempotent.add(rid)
             items.append(item)
 
         results = {}
@@ -632,7 +636,12 @@ class GraphClient:
             for start in range(0, len(pending), BATCH_SIZE):
                 chunk = pending[start : start + BATCH_SIZE]
                 self._send_chunk(chunk, results)
-            retry_items = [i for i in pending if self._item_retryable(i, results[i["id"]])]
+            retry_items = [
+                i
+                for i in pending
+                if self._item_retryable(i, results[i["id"]])
+                or (results[i["id"]]["status"] == 504 and i["id"] in idempotent)
+            ]
             if not retry_items or round_number >= self.retry.max_retries:
                 break
             waits = [

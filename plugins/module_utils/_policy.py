@@ -1071,6 +1071,8 @@ def apply_changes(client, changes):
             "url": RULE_URL % (quote(c["policy_id"], safe=""), quote(c["body"]["id"], safe="")),
             "body": c["body"],
             "headers": {"Content-Type": "application/json"},
+            # The whole rule is sent, so a 504 (done or not) can be answered by sending it again.
+            "idempotent": True,
         }
         for n, c in enumerate(changes, start=1)
     ]

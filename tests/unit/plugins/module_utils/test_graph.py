@@ -440,6 +440,26 @@ def test_batch_does_not_resend_a_write_item_that_timed_out(base_settings):
     assert sent["headers"]["Content-Type"] == "application/json" and sent["body"] == {"x": 1}
 
 
+def test_batch_resends_a_timed_out_write_item_the_caller_marked_idempotent(base_settings):
+    """A whole-rule PATCH (pim_policy) is safe to send again after a 504 (issue 8 fault matrix)."""
+    echo = batch_echo({"w": [(504, {})]})
+    session = FakeSession().add("POST", V1 + "/$batch", echo)
+    client = client_for(session, base_settings, [])
+    out = client.batch(
+        [
+            {
+                "id": "w",
+                "method": "PATCH",
+                "url": "/policies/roleManagementPolicies/p/rules/r",
+                "body": {"x": 1},
+                "idempotent": True,
+            }
+        ]
+    )
+    assert out[0]["status"] == 200 and echo.seen["w"] == 2
+    assert "idempotent" not in session.calls[0].json()["requests"][0]
+
+
 def test_batch_rejects_duplicate_ids_case_insensitively(base_settings):
     client = client_for(FakeSession(), base_settings)
     with pytest.raises(ValueError):
