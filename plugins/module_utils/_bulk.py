@@ -545,8 +545,8 @@ def choose_read_strategy(n_principals, n_roles, n_types, expected, page_size=PAG
     * "principal": one ``principalId eq`` read per principal and type, 20 per $batch;
     * "role": one ``roleDefinitionId eq`` read per role and type; pages of all roles advance
       together, so rounds = pages of the biggest role;
-    * "whole": the whole collection, page after page (but it needs no resolved id, so it
-      starts in the first $batch).
+    * "whole": the whole collection, page after page (it needs no resolved id, so it starts
+      in the first $batch); only when neither principals nor roles bound the read.
     ``expected`` is how many schedules of one type to expect (the grants are a good guess).
     None for a count means that dimension is not bounded.
     """
@@ -557,8 +557,12 @@ def choose_read_strategy(n_principals, n_roles, n_types, expected, page_size=PAG
     if n_roles is not None:
         pages = max(1, math.ceil(expected / (max(n_roles, 1) * page_size)))
         options.append(("role", 1 + math.ceil(max(n_roles, 1) * n_types / batch) * pages))
-    options.append(("whole", max(1, math.ceil(expected / page_size))))
-    return min(options, key=lambda o: (o[1], ["whole", "role", "principal"].index(o[0])))
+    if not options:
+        # Nothing bounds the read: the tenant's whole collection it is. (When something does,
+        # the whole collection may be far bigger than the grants suggest, so it is never picked.)
+        options.append(("whole", max(1, math.ceil(expected / page_size))))
+    # On a tie the narrower read wins: it returns fewer schedules.
+    return min(options, key=lambda o: (o[1], ["principal", "role", "whole"].index(o[0])))
 
 
 # ------------------------------------------------------------------ the run

@@ -1,0 +1,528 @@
+"""_bulk: the pure helpers, and whole reconciliations against an in-memory fake of Graph.
+
+The fake answers the routes pim_access uses (role list, packed user lookups, getByIds,
+schedule and request lists with $filter, schedule requests, cancel), pages at 100, applies
+writes the way the sandbox does (notes §3.1, §8), counts $batch round trips, and can lose a
+chunk's answer after carrying it out (notes §6.2) or answer an item 504.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import datetime, timezone
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+import pytest
+from ansible_collections.entra.pim.plugins.module_utils import _bulk, _resolve
+from ansible_collections.entra.pim.plugins.module_utils._errors import GraphError, InputError, PimError
+
+NOW = datetime(2026, 11, 29, 10, 0, 0, tzinfo=timezone.utc)
+GA = "62e90394-69f5-4237-9190-012177145e10"
+USER_ADMIN = "fe930be7-5e62-47db-91af-98c3a49a38b1"
+HELPDESK_ADMIN = "729827e3-9c14-49f7-bb1b-9608f156bbb8"
+ROLES = [
+    {"id": GA, "displayName": "Global Administrator", "templateId": GA, "isBuiltIn": True},
+    {"id": USER_ADMIN, "displayName": "User Administrator", "templateId": USER_ADMIN, "isBuiltIn": True},
+    {"id": HELPDESK_ADMIN, "displayName": "Helpdesk Administrator", "templateId": HELPDESK_ADMIN, "isBuiltIn": True},
+]
+PAGE = 100
+BASE = "/roleManagement/directory/"
+
+
+def user(i):
+    return {
+        "@odata.type": "#microsoft.graph.user",
+        "id": "10000000-0000-4000-8000-%012d" % i,
+        "displayName": "User %d" % i,
+        "userPrincipalName": "u%d@contoso.example" % i,
+        "mail": "u%d@contoso.example" % i,
+    }
+
+
+SP = {
+    "@odata.type": "#microsoft.graph.servicePrincipal",
+    "id": "30000000-0000-4000-8000-000000000001",
+    "displayName": "Deploy Pipeline",
+    "appId": "40000000-0000-4000-8000-000000000001",
+}
+
+_LITERAL = r"'((?:[^']|'')*)'"
+
+
+def _values(text):
+    return [m.replace("''", "'") for m in re.findall(_LITERAL, text)]
+
+
+def matches(flt, obj):
+    """Clauses `f eq 'x'` / `f in ('x','y')` joined by all-`and` or all-`or` (what _bulk and _pim send)."""
+    if not flt:
+        return True
+    joiner = " and " if re.search(r"' and \w", flt) else " or "
+    results = []
+    for clause in re.split(r"(?<=[')]) (?:and|or) (?=\w+ (?:eq|in) )", flt):
+        match = re.fullmatch(r"(\w+) (eq|in) (.*)", clause.strip())
+        assert match, clause
+        field, _op, rest = match.groups()
+        wanted = {v.lower() for v in _values(rest)}
+        results.append(str(obj.get(field) or "").lower() in wanted)
+    return all(results) if joiner == " and " else any(results)
+
+
+class FakeGraph:
+    graph_url = "https://fake.graph"
+    auth_method = "client_secret"
+
+    def __init__(self, users=0):
+        self.objects = {u["id"]: u for u in (user(i) for i in range(users))}
+        self.objects[SP["id"]] = SP
+        self.schedules = {"eligibility": [], "assignment": []}
+        self.requests = {"eligibility": [], "assignment": []}
+        self.batches = 0
+        self.plain = 0
+        self.writes = 0
+        self.lose_write_chunks = 0  # how many chunks of writes lose their answer after being carried out
+        self.fail_items = {}  # (principal id, action) -> (status, code)
+        self.add_assignment("10000000-0000-4000-8000-999999999999", GA)  # the tenant's only GA
+
+    # ------------------------------------------------------------ state helpers
+
+    def add_assignment(self, pid, rid, assignment_type="Assigned", member_type="Direct"):
+        self.schedules["assignment"].append(
+            {
+                "id": str(uuid.uuid4()),
+                "principalId": pid,
+                "roleDefinitionId": rid,
+                "directoryScopeId": "/",
+                "memberType": member_type,
+                "assignmentType": assignment_type,
+                "status": "Provisioned",
+                "scheduleInfo": {"startDateTime": "2026-01-01T00:00:00Z", "expiration": {"type": "noExpiration"}},
+            }
+        )
+
+    def add_eligibility(self, pid, rid, end=None, member_type="Direct"):
+        exp = {"type": "afterDateTime", "endDateTime": end} if end else {"type": "noExpiration"}
+        self.schedules["eligibility"].append(
+            {
+                "id": str(uuid.uuid4()),
+                "principalId": pid,
+                "roleDefinitionId": rid,
+                "directoryScopeId": "/",
+                "memberType": member_type,
+                "status": "Provisioned",
+                "scheduleInfo": {"startDateTime": "2026-01-01T00:00:00Z", "expiration": exp},
+            }
+        )
+
+    def keys(self, kind):
+        return sorted((s["principalId"], s["roleDefinitionId"]) for s in self.schedules[kind])
+
+    # ------------------------------------------------------------ the client interface
+
+    def list(self, path, params=None):
+        self.plain += 1
+        body = self._get(path, params or {})
+        items = list(body["value"])
+        while body.get("@odata.nextLink"):
+            self.plain += 1
+            body = self._get_url(body["@odata.nextLink"])
+            items.extend(body["value"])
+        return items
+
+    def post(self, path, body, params=None, idempotent=False):
+        self.plain += 1
+        status, answer = self._dispatch("POST", path, {}, body)
+        if status >= 400:
+            raise GraphError("refused", status=status, code=answer["error"]["code"])
+        return answer
+
+    def raise_for_item(self, resp):
+        status = int(resp.get("status") or 0)
+        if 200 <= status < 400:
+            return resp
+        err = (resp.get("body") or {}).get("error") or {}
+        raise GraphError("Graph answered %d %s" % (status, err.get("code")), status=status, code=err.get("code"))
+
+    def batch(self, requests):
+        assert len(requests) <= 20
+        self.batches += 1
+        out = []
+        for req in requests:
+            status, body = self._dispatch(req["method"], req["url"], None, req.get("body"))
+            out.append({"id": req["id"], "status": status, "headers": {}, "body": body})
+        if self.lose_write_chunks and any(r["method"] == "POST" and "ScheduleRequests" in r["url"] for r in requests):
+            self.lose_write_chunks -= 1
+            raise GraphError("lost", code="ResponseLost")
+        return out
+
+    # ------------------------------------------------------------ routes
+
+    def _get_url(self, url):
+        parts = urlsplit(url)
+        path = unquote(parts.path)
+        if path.startswith("/v1.0"):
+            path = path[len("/v1.0") :]
+        return self._get(path, dict(parse_qsl(parts.query)))
+
+    def _page(self, path, items, params):
+        skip = int(params.get("$skiptoken") or 0)
+        body = {"value": items[skip : skip + PAGE]}
+        if skip + PAGE < len(items):
+            rest = {k: v for k, v in params.items() if k != "$skiptoken"}
+            rest["$skiptoken"] = str(skip + PAGE)
+            body["@odata.nextLink"] = self.graph_url + "/v1.0" + _resolve.encode_url(path, rest)
+        return body
+
+    def _get(self, path, params):
+        flt = params.get("$filter")
+        if path == BASE + "roleDefinitions":
+            return self._page(path, ROLES, params)
+        if path in ("/users", "/groups", "/servicePrincipals"):
+            kind = {"/users": "user", "/groups": "group", "/servicePrincipals": "servicePrincipal"}[path]
+            items = [o for o in self.objects.values() if o["@odata.type"].endswith(kind) and matches(flt, o)]
+            return self._page(path, items, params)
+        for kind in ("eligibility", "assignment"):
+            noun = "Eligibility" if kind == "eligibility" else "Assignment"
+            if path == BASE + "role%sSchedules" % noun:
+                return self._page(path, [s for s in self.schedules[kind] if matches(flt, s)], params)
+            if path == BASE + "role%sScheduleRequests" % noun:
+                return self._page(path, [r for r in self.requests[kind] if matches(flt, r)], params)
+        raise AssertionError("unexpected GET " + path)
+
+    def _dispatch(self, method, url, params, body):
+        parts = urlsplit(url)
+        path = unquote(parts.path)
+        if method == "GET":
+            return 200, self._get(path, dict(parse_qsl(parts.query)))
+        if path == "/directoryObjects/getByIds":
+            return 200, {"value": [self.objects[i] for i in body["ids"] if i in self.objects]}
+        self.writes += 1
+        match = re.fullmatch(BASE + r"role(Eligibility|Assignment)ScheduleRequests(?:/([^/]+)/cancel)?", path)
+        assert match, path
+        kind = match.group(1).lower().replace("eligibility", "eligibility")
+        kind = "eligibility" if match.group(1) == "Eligibility" else "assignment"
+        if match.group(2):
+            for req in self.requests[kind]:
+                if req["id"] == match.group(2):
+                    req["status"] = "Revoked" if kind == "eligibility" else "Canceled"
+            return 204, None
+        return self._request(kind, body)
+
+    def _request(self, kind, body):
+        key = (body["principalId"], body["action"])
+        if key in self.fail_items:
+            status, code = self.fail_items.pop(key)
+            return status, {"error": {"code": code, "message": code}}
+        same = [
+            s
+            for s in self.schedules[kind]
+            if s["principalId"] == body["principalId"]
+            and s["roleDefinitionId"] == body["roleDefinitionId"]
+            and s["directoryScopeId"] == body["directoryScopeId"]
+            and s["memberType"] == "Direct"
+            and s.get("assignmentType", "Assigned") == "Assigned"
+        ]
+        action = body["action"]
+        rid = str(uuid.uuid4())
+        if action == "adminAssign":
+            if same:
+                return 400, {
+                    "error": {"code": "RoleAssignmentExists", "message": "The Role assignment already exists."}
+                }
+            sched = dict(
+                id=rid,
+                principalId=body["principalId"],
+                roleDefinitionId=body["roleDefinitionId"],
+                directoryScopeId=body["directoryScopeId"],
+                memberType="Direct",
+                status="Provisioned",
+                scheduleInfo=body["scheduleInfo"],
+            )
+            if kind == "assignment":
+                sched["assignmentType"] = "Assigned"
+            self.schedules[kind].append(sched)
+        elif action == "adminUpdate":
+            if not same:
+                return 400, {"error": {"code": "RoleAssignmentDoesNotExist", "message": "does not exist"}}
+            same[0]["scheduleInfo"] = body["scheduleInfo"]
+        elif action == "adminRemove":
+            if not same:
+                return 400, {"error": {"code": "RoleAssignmentDoesNotExist", "message": "does not exist"}}
+            self.schedules[kind].remove(same[0])
+        req = dict(body, id=rid, status="Revoked" if action == "adminRemove" else "Provisioned")
+        self.requests[kind].append(req)
+        return 201, req
+
+
+@pytest.fixture(autouse=True)
+def no_role_cache():
+    _resolve._ROLE_CACHE.clear()
+    yield
+    _resolve._ROLE_CACHE.clear()
+
+
+def params(**kw):
+    base = dict(
+        grants=[],
+        boundary={},
+        purge=False,
+        protected_principals=[],
+        protect_last_global_admin=True,
+        fail_fast=True,
+        justification="unit test",
+        ticket_number=None,
+        ticket_system=None,
+    )
+    base.update(kw)
+    return base
+
+
+def grant(i, role="User Administrator", **kw):
+    out = dict(principal="u%d@contoso.example" % i, principal_type="auto", role=role, directory_scope="/")
+    out.update(type="eligible", duration="P180D")
+    out.update(kw)
+    return out
+
+
+def run(fake, check_mode=False, diff_mode=False, **kw):
+    return _bulk.reconcile(
+        fake, params(**kw), check_mode=check_mode, diff_mode=diff_mode, now=NOW, sleep=lambda s: None
+    )
+
+
+# ------------------------------------------------------------------ pure helpers
+
+
+def test_pack_values_dedupes_case_insensitively_and_groups_by_15():
+    values = ["B@x", "a@x", "b@X"] + ["u%02d@x" % i for i in range(30)]
+    groups = _bulk.pack_values(values)
+    assert [len(g) for g in groups] == [15, 15, 2]
+    assert sum(1 for g in groups for v in g if v.lower() == "b@x") == 1
+
+
+def test_in_filter_quotes_every_value_and_uses_eq_for_one():
+    assert _bulk.in_filter(("userPrincipalName",), ["o'brien@x"]) == "userPrincipalName eq 'o''brien@x'"
+    text = _bulk.in_filter(("userPrincipalName", "mail"), ["a@x", "x' or 1 eq 1"])
+    assert text == "userPrincipalName in ('a@x','x'' or 1 eq 1') or mail in ('a@x','x'' or 1 eq 1')"
+
+
+@pytest.mark.parametrize(
+    "value, ptype",
+    [
+        ("alice@contoso.example", "auto"),
+        ("alice@contoso.example", "user"),
+        ("alice@contoso.example", "group"),
+        ("PIM-Helpdesk", "auto"),
+        ("Alice Anders", "user"),
+        ("Deploy Pipeline", "service_principal"),
+        ("10000000-0000-4000-8000-000000000002", "auto"),
+        ("10000000-0000-4000-8000-000000000002", "group"),
+    ],
+)
+def test_lookup_shape_mirrors_the_resolver(value, ptype):
+    """The packed lookups ask the same collections as Resolver.principal_requests (no second resolver)."""
+    kinds = [k for k, _ in _resolve.Resolver(None).principal_requests(value, ptype)]
+    assert [k for k, _c, _f in _bulk._lookup_shape(value, ptype)] == kinds
+
+
+def test_choose_read_strategy_by_cost():
+    # onboarding one person: one filtered read per type
+    assert _bulk.choose_read_strategy(1, 3, 2, 3)[0] == "principal"
+    # nightly job over 5 roles and 1000 grants: role-sliced pages in parallel
+    assert _bulk.choose_read_strategy(None, 5, 1, 1000) == ("role", 3)
+    # 1000 principals but only 5 roles: per-principal would cost 51 round trips
+    assert _bulk.choose_read_strategy(1000, 5, 1, 1000)[0] == "role"
+    # an unbounded boundary: the whole collection, paged
+    assert _bulk.choose_read_strategy(None, None, 2, 40) == ("whole", 1)
+
+
+def test_in_boundary_each_dimension():
+    b = _bulk.Boundary({"p1"}, {"r1"}, {"/"}, {"eligibility"})
+    assert _bulk.in_boundary(b, "eligibility", "P1", "R1", None)
+    assert not _bulk.in_boundary(b, "assignment", "p1", "r1", "/")
+    assert not _bulk.in_boundary(b, "eligibility", "p2", "r1", "/")
+    assert not _bulk.in_boundary(b, "eligibility", "p1", "r2", "/")
+    assert not _bulk.in_boundary(b, "eligibility", "p1", "r1", "/administrativeUnits/x")
+    assert _bulk.in_boundary(_bulk.Boundary(None, None, None, {"eligibility"}), "eligibility", "a", "b", "/x")
+
+
+def test_parse_grants_reports_each_bad_item_and_falls_back_to_task_values():
+    grants, errors = _bulk.parse_grants(
+        [
+            dict(principal="a@x", role="r", duration="P1M"),
+            dict(principal="b@x", role="r", end="2026-01-01T00:00:00Z", duration="P1D"),
+            dict(principal="c@x", role="r", ticket_number="1"),
+            dict(principal="d@x", role="r"),
+        ],
+        {"justification": "task", "ticket_number": None, "ticket_system": None},
+        NOW,
+    )
+    assert set(errors) == {0, 1, 2}
+    assert "months" in errors[0]
+    assert "cannot be combined" in errors[1]
+    assert "together" in errors[2]
+    assert grants[3].desired.justification == "task"
+    assert grants[3].type == "eligible"
+
+
+# ------------------------------------------------------------------ whole runs against the fake
+
+
+def test_first_apply_and_rerun_round_trips_and_state():
+    fake = FakeGraph(users=100)
+    grants = [grant(i, role=ROLES[1 + i % 2]["displayName"]) for i in range(100)]
+    boundary = {"roles": ["User Administrator", "Helpdesk Administrator"], "types": ["eligible"]}
+    check = run(fake, check_mode=True, grants=grants, boundary=boundary, purge=True)
+    assert check["summary"]["added"] == 100 and fake.writes == 0
+    assert check["changed"]
+
+    fake.batches = 0
+    result = run(fake, grants=grants, boundary=boundary, purge=True)
+    assert result["summary"]["added"] == 100
+    assert {c["status"] for c in result["changes"]} == {"applied"}
+    assert len(fake.keys("eligibility")) == 100
+    # reads: role list + 7 packed lookups (100 UPNs / 15) + pending + 2 role reads + page 2s → 1 batch;
+    # writes: 100 / 20 = 5 batches
+    assert fake.batches == 6
+    assert fake.plain == 0
+
+    fake.batches = 0
+    again = run(fake, grants=grants, boundary=boundary, purge=True)
+    assert not again["changed"] and again["summary"]["unchanged"] == 100
+    assert fake.batches == 1 and fake.writes == 100
+
+
+def test_update_in_place_and_diff():
+    fake = FakeGraph(users=3)
+    pid = user(0)["id"]
+    fake.add_eligibility(pid, USER_ADMIN, end="2026-12-31T00:00:00Z")
+    result = run(fake, diff_mode=True, grants=[grant(0, duration=None, permanent=True)])
+    assert result["summary"]["updated"] == 1
+    assert fake.requests["eligibility"][-1]["action"] == "adminUpdate"
+    key = "eligible | User Administrator | / | u0@contoso.example"
+    assert result["diff"]["before"][key]["permanent"] is False
+    assert result["diff"]["after"][key]["permanent"] is True
+
+
+def test_purge_stays_inside_the_boundary_and_spares_protected_inherited_and_activated():
+    fake = FakeGraph(users=5)
+    ids = [user(i)["id"] for i in range(5)]
+    fake.add_eligibility(ids[0], USER_ADMIN)  # kept: in grants
+    fake.add_eligibility(ids[1], USER_ADMIN)  # removed: inside, not in grants
+    fake.add_eligibility(ids[2], USER_ADMIN)  # protected
+    fake.add_eligibility(ids[3], GA)  # outside the boundary (role)
+    fake.add_eligibility(ids[4], USER_ADMIN, member_type="Group")  # inherited: never touched
+    fake.add_assignment(ids[1], USER_ADMIN, assignment_type="Activated")  # activation: never removed
+    result = run(
+        fake,
+        grants=[grant(0, duration=None)],
+        boundary={"roles": ["User Administrator"]},
+        purge=True,
+        protected_principals=["u2@contoso.example"],
+    )
+    assert result["summary"]["removed"] == 1
+    assert result["summary"]["protected"] == 1
+    assert [c["principal_id"] for c in result["changes"] if c["action"] == "remove"] == [ids[1]]
+    remaining = fake.keys("eligibility")
+    assert (ids[1], USER_ADMIN) not in remaining
+    assert {(ids[0], USER_ADMIN), (ids[2], USER_ADMIN), (ids[3], GA), (ids[4], USER_ADMIN)} <= set(remaining)
+    assert (ids[1], USER_ADMIN) in fake.keys("assignment")
+
+
+def test_fail_fast_stops_before_any_write_and_lists_every_bad_item():
+    fake = FakeGraph(users=3)
+    bad = [grant(0), grant(1), dict(grant(2), principal="nobody@contoso.example"), grant(2, duration="P1Y")]
+    with pytest.raises(InputError) as exc:
+        run(fake, grants=bad)
+    assert fake.writes == 0
+    errors = exc.value.details["errors"]
+    assert len(errors) == 2
+    assert "nobody@contoso.example" in errors[0]["item"] and "not found" in errors[0]["msg"]
+    assert "years or months" in errors[1]["msg"]
+
+
+def test_fail_fast_false_applies_the_rest_and_never_purges_a_skipped_grant():
+    fake = FakeGraph(users=3)
+    pid = user(1)["id"]
+    fake.add_eligibility(pid, USER_ADMIN)
+    grants = [grant(0), grant(1, duration="bogus"), dict(grant(2), principal="Deploy Pipeline")]
+    result = run(fake, grants=grants, boundary={"roles": ["User Administrator"]}, purge=True, fail_fast=False)
+    assert result["summary"]["added"] == 1
+    assert result["summary"]["skipped"] == 2
+    assert result["summary"]["removed"] == 0  # u1's eligibility is held by its skipped grant
+    assert (pid, USER_ADMIN) in fake.keys("eligibility")
+    assert "service principal" in result["errors"][1]["msg"]
+
+
+def test_grant_outside_the_boundary_is_a_bad_item():
+    fake = FakeGraph(users=1)
+    with pytest.raises(InputError) as exc:
+        run(fake, grants=[grant(0, role="Global Administrator")], boundary={"roles": ["User Administrator"]})
+    assert "outside the boundary" in exc.value.details["errors"][0]["msg"]
+
+
+def test_last_global_admin_is_refused():
+    fake = FakeGraph(users=1)
+    params_ = dict(boundary={"roles": ["Global Administrator"], "types": ["active"]}, purge=True)
+    with pytest.raises(InputError):
+        run(fake, **params_)
+    result = run(fake, fail_fast=False, **params_)
+    assert result["summary"]["failed"] == 1 and not result["changed"]
+    assert result["changes"][0]["status"] == "refused"
+    assert len(fake.keys("assignment")) == 1 and fake.writes == 0
+    # with a new active GA in the same run, the old one may go
+    grants = [grant(0, role="Global Administrator", type="active", duration=None, permanent=True)]
+    result = run(fake, grants=grants, **params_)
+    assert result["summary"]["added"] == 1 and result["summary"]["removed"] == 1
+
+
+def test_lost_chunk_is_confirmed_by_reading_again_with_no_duplicate():
+    fake = FakeGraph(users=40)
+    grants = [grant(i) for i in range(40)]
+    fake.lose_write_chunks = 1  # the first chunk of 20 writes is carried out, its answer lost
+    result = run(fake, grants=grants, boundary={"roles": ["User Administrator"]})
+    statuses = [c["status"] for c in result["changes"]]
+    assert statuses.count("confirmed") == 20 and statuses.count("applied") == 20
+    assert len(fake.requests["eligibility"]) == 40  # nothing sent twice
+    assert len(fake.keys("eligibility")) == 40
+
+
+def test_504_item_not_carried_out_is_sent_once_more():
+    fake = FakeGraph(users=2)
+    fake.fail_items[(user(1)["id"], "adminAssign")] = (504, "gatewayTimeout")
+    result = run(fake, grants=[grant(0), grant(1)])
+    assert [c["status"] for c in result["changes"]] == ["applied", "applied"]
+    assert len(fake.keys("eligibility")) == 2
+
+
+def test_exists_after_retry_counts_as_done_only_when_state_matches():
+    fake = FakeGraph(users=1)
+    fake.fail_items[(user(0)["id"], "adminAssign")] = (400, "RoleAssignmentExists")
+    with pytest.raises(PimError) as exc:
+        run(fake, grants=[grant(0)])
+    assert exc.value.details["summary"]["failed"] == 1
+    assert "RoleAssignmentExists" in exc.value.details["errors"][0]["msg"]
+
+
+def test_unknown_role_in_boundary_fails_the_task():
+    fake = FakeGraph(users=1)
+    with pytest.raises(InputError, match="boundary.roles: role 'Nope' not found"):
+        run(fake, boundary={"roles": ["Nope"]}, purge=True)
+
+
+def test_apostrophe_upn_and_object_id_principals():
+    fake = FakeGraph(users=2)
+    obrien = dict(user(7), id="10000000-0000-4000-8000-000000000777", userPrincipalName="o'brien@contoso.example")
+    obrien["mail"] = obrien["userPrincipalName"]
+    fake.objects[obrien["id"]] = obrien
+    result = run(fake, grants=[grant(0, principal="o'brien@contoso.example"), grant(1, principal=user(1)["id"])])
+    assert result["summary"]["added"] == 2
+    assert sorted(c["principal_id"] for c in result["changes"]) == sorted([obrien["id"], user(1)["id"]])
+
+
+def test_group_and_service_principal_active_assignment():
+    fake = FakeGraph(users=1)
+    result = run(fake, grants=[dict(grant(0), principal="Deploy Pipeline", type="active", duration="P30D")])
+    assert result["summary"]["added"] == 1
+    assert fake.keys("assignment")[-1][0] == SP["id"] or (SP["id"], USER_ADMIN) in fake.keys("assignment")
