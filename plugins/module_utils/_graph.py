@@ -289,13 +289,17 @@ def raise_for_item(resp):
 
 
 def _raise_item(resp, claims=None, auth_method=None, graph_url=None):
+    status = int(resp.get("status") or 0)
+    attempts = resp.get("attempts")
     raise build_error(
-        int(resp.get("status") or 0),
+        status,
         resp.get("body"),
         resp.get("headers") or {},
         resp.get("method") or "GET",
         resp.get("url") or "/",
-        attempts=resp.get("attempts"),
+        attempts=attempts,
+        # A throttled or unavailable item that was sent again says how often (like a single request).
+        gave_up=status in RetryPolicy.RETRY_STATUSES and (attempts or 1) > 1,
         claims=claims,
         auth_method=auth_method,
         graph_url=graph_url,

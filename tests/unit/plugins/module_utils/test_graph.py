@@ -426,6 +426,7 @@ def test_batch_gives_up_on_items_after_max_retries(base_settings):
     with pytest.raises(GraphError) as info:
         raise_for_item(out[0])
     assert info.value.status == 429 and "GET /users/a" in info.value.msg
+    assert "gave up after 3 attempts" in info.value.msg and info.value.attempts == 3
 
 
 def test_batch_does_not_resend_a_write_item_that_timed_out(base_settings):
