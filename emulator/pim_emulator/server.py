@@ -180,7 +180,8 @@ class Faults:
             for r in self.rules:
                 # A batch item can only lose the whole $batch answer, and only when asked for.
                 item_can_lose = r["kind"] == "lost_response" and r["scope"] == "batch_item"
-                if in_batch and r["kind"] in ("reset", "lost_response") and not item_can_lose:
+                # An expired token is refused on the outer $batch POST, before any item runs (as Graph does).
+                if in_batch and r["kind"] in ("reset", "lost_response", "token_expired") and not item_can_lose:
                     continue
                 if r["scope"] == "request" and in_batch or r["scope"] == "batch_item" and not in_batch:
                     continue
