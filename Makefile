@@ -64,9 +64,13 @@ sanity: venv
 ansible-lint: venv collection
 	$(BIN)/ansible-lint --offline
 
-# One pytest run over every suite, last, so its summary line closes the output.
+# Pytest runs last so its summary closes the output. Each worker starts (and always stops)
+# its own sandbox on a free loopback port. The fault matrix keeps each fault's play on one
+# worker (--dist loadscope), so it runs on its own.
+PYTEST := $(BIN)/pytest -q -p no:cacheprovider -n 2
 test: lint sanity ansible-lint
-	tests/with-sandbox.sh $(BIN)/pytest -q -p no:cacheprovider tests/unit tests/emulator tests/integration
+	$(PYTEST) tests/unit tests/emulator tests/integration tests/workflows
+	$(PYTEST) --dist loadscope tests/hardening
 
 demo: venv collection
 	tests/with-sandbox.sh $(BIN)/ansible-playbook playbooks/demo.yml

@@ -1,8 +1,9 @@
-"""Fixtures for the integration playbooks: one PIM sandbox for the whole run.
+"""Fixtures for the integration playbooks: one PIM sandbox per test process.
 
-`make test` / `make integration` start the sandbox with tests/with-sandbox.sh and pass its
-directory in ENTRA_PIM_SANDBOX_DIR. Run on its own (`pytest tests/integration`), this file
-starts one itself on a free loopback port and stops it by PID at the end.
+Each pytest process (each xdist worker under `make test`) starts its own sandbox on a free
+loopback port in a temporary directory and stops it by PID at the end, pass or fail, so
+targets running in parallel never share state. `make integration` runs one process under
+tests/with-sandbox.sh instead, which passes its sandbox in ENTRA_PIM_SANDBOX_DIR.
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ def _start(data_dir: Path) -> subprocess.Popen:
 @pytest.fixture(scope="session")
 def sandbox():
     given = os.environ.get("ENTRA_PIM_SANDBOX_DIR")
-    if given:
+    if given and not os.environ.get("PYTEST_XDIST_WORKER"):
         yield Sandbox(Path(given))
         return
     with tempfile.TemporaryDirectory(prefix="pim-sandbox-") as tmp:
