@@ -110,10 +110,9 @@ options:
   boundary:
     description:
       - What this task owns. O(purge) removes only what is inside it, and every grant must be inside it.
-      - Each key restricts one dimension; an omitted key does not restrict it. An empty boundary owns everything,
-        so with O(purge=true) it manages every eligible and active assignment of the tenant.
+      - Each key restricts one dimension; an omitted key does not restrict it. An omitted or empty boundary owns
+        everything, so with O(purge=true) it manages every eligible and active assignment of the tenant.
     type: dict
-    default: {}
     version_added: 0.1.0
     suboptions:
       principals:
@@ -397,7 +396,7 @@ BOUNDARY_SPEC = dict(
 
 ARGUMENT_SPEC = dict(
     grants=dict(type="list", elements="dict", default=[], options=GRANT_SPEC),
-    boundary=dict(type="dict", default={}, options=BOUNDARY_SPEC),
+    boundary=dict(type="dict", options=BOUNDARY_SPEC),
     purge=dict(type="bool", default=False),
     protected_principals=dict(type="list", elements="str", default=[]),
     protect_last_global_admin=dict(type="bool", default=True),

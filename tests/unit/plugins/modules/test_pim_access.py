@@ -1,0 +1,85 @@
+"""pim_access through patch_module_args, against the in-memory Graph of test_bulk.py.
+
+What the module adds on top of _bulk: option parsing (defaults, choices, sub-options), check
+and diff mode flags, and turning a fail_fast stop into fail_json with every bad item listed.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+from ansible.module_utils.testing import patch_module_args
+from ansible_collections.entra.pim.plugins.module_utils import _resolve
+from ansible_collections.entra.pim.plugins.module_utils._module import PimModule
+from ansible_collections.entra.pim.plugins.modules import pim_access
+
+_spec = importlib.util.spec_from_file_location(
+    "bulk_fakes", Path(__file__).resolve().parents[1] / "module_utils" / "test_bulk.py"
+)
+fakes = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(fakes)
+
+
+@pytest.fixture()
+def graph(monkeypatch):
+    fake = fakes.FakeGraph(users=30)
+    monkeypatch.setattr(PimModule, "client", property(lambda self: fake))
+    yield fake
+    _resolve._ROLE_CACHE.clear()
+
+
+def run(capsys, check_mode=False, diff=False, **args):
+    args.setdefault("tenant_id", "t")
+    args.update(_ansible_check_mode=check_mode, _ansible_diff=diff)
+    _resolve._ROLE_CACHE.clear()  # each task is a new process
+    with patch_module_args(args), pytest.raises(SystemExit):
+        pim_access.main()
+    return json.loads(capsys.readouterr().out)
+
+
+GRANTS = [{"principal": "u%d@contoso.example" % i, "role": "User Administrator", "duration": "P90D"} for i in range(30)]
+
+
+def test_check_apply_rerun(graph, capsys):
+    out = run(capsys, check_mode=True, diff=True, grants=GRANTS, boundary={"roles": ["User Administrator"]}, purge=True)
+    assert out["changed"] and out["summary"]["added"] == 30 and graph.writes == 0
+    assert len(out["diff"]["after"]) == 30 and out["diff"]["before"] == {}
+    assert out["changes"][0]["type"] == "eligible" and out["changes"][0]["status"] == "planned"
+
+    out = run(capsys, grants=GRANTS, boundary={"roles": ["User Administrator"]}, purge=True)
+    assert out["changed"] and out["summary"]["added"] == 30 and graph.writes == 30
+    assert set(out["summary"]) >= {"added", "updated", "removed", "cancelled", "unchanged", "failed", "skipped"}
+
+    graph.batches = 0
+    out = run(capsys, grants=GRANTS, boundary={"roles": ["User Administrator"]}, purge=True)
+    # one $batch for the role list and the lookups, one for the reads that needed a role id
+    assert not out["changed"] and out["summary"]["unchanged"] == 30 and graph.batches == 2
+
+
+def test_fail_fast_is_a_clean_failure(graph, capsys):
+    grants = GRANTS[:2] + [{"principal": "ghost@contoso.example", "role": "User Administrator"}]
+    out = run(capsys, grants=grants)
+    assert out["failed"] and "nothing was changed" in out["msg"]
+    assert out["errors"][0]["item"].startswith("grants[2]")
+    assert "exception" not in out and graph.writes == 0
+    assert out["summary"]["skipped"] == 1
+
+
+def test_defaults_and_choices(graph, capsys):
+    out = run(capsys, grants=[{"principal": "u1@contoso.example", "role": "User Administrator", "type": "sometimes"}])
+    assert out["failed"] and "type" in out["msg"]
+    out = run(capsys, grants=[{"principal": "u1@contoso.example", "role": "User Administrator"}], check_mode=True)
+    assert "changes" in out, out
+    change = out["changes"][0]
+    assert change["type"] == "eligible" and change["directory_scope"] == "/" and change["action"] == "add"
+    assert out["changes"][0]["after"]["permanent"] is True
+
+
+def test_active_grant_for_a_service_principal(graph, capsys):
+    grants = [{"principal": "Deploy Pipeline", "role": "Helpdesk Administrator", "type": "active", "duration": "P7D"}]
+    out = run(capsys, grants=grants, justification="ci")
+    assert out["summary"]["added"] == 1, out
+    assert graph.requests["assignment"][-1]["justification"] == "ci"
