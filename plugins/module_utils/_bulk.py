@@ -144,7 +144,7 @@ class Rounds:
 
     def run(self):
         while self.queue:
-            chunk = [self.queue.popleft() for _ in range(min(BATCH_SIZE, len(self.queue)))]
+            chunk = [self.queue.popleft() for _n in range(min(BATCH_SIZE, len(self.queue)))]
             answers = self._send(chunk)
             for (_req, callback), resp in zip(chunk, answers, strict=True):
                 if 200 <= int(resp.get("status") or 0) < 300:
@@ -328,7 +328,7 @@ class BulkResolver:
         for value, ptype in self.principal_values:
             try:
                 shape = _lookup_shape(value, ptype)
-                kinds = [k for k, _ in self.resolver.principal_requests(value, ptype)]
+                kinds = [k for k, _req in self.resolver.principal_requests(value, ptype)]
             except InputError:
                 continue  # reported when the value is read back
             if [k for k, _c, _f in shape] != kinds:
@@ -481,7 +481,7 @@ class BulkResolver:
             for answer in answers:
                 if isinstance(answer, GraphError):
                     raise answer
-            return [k for k, _ in self.resolver.principal_requests(value, ptype)], answers
+            return [k for k, _req in self.resolver.principal_requests(value, ptype)], answers
         self._raise_lookup_errors()
         kinds, answers = [], []
         for kind, collection, fields in _lookup_shape(value, ptype):
@@ -646,13 +646,11 @@ class Reconciler:
         result = self._result(changes, applied=not self.check_mode)
         if result["summary"]["failed"] and params.get("fail_fast", True):
             # The rest is written (and reported); fail_fast makes a refused write fail the task.
+            failed = int(result["summary"]["failed"])
+            attempted = sum(1 for e in result["changes"] if e["action"] != "none" or e["status"] == "failed")
             raise PimError(
-                "%d of %d writes failed: %s"
-                % (
-                    result["summary"]["failed"],
-                    sum(1 for e in result["changes"] if e["action"] != "none" or e["status"] == "failed"),
-                    "; ".join("%s: %s" % (e["item"], e["msg"]) for e in self.errors[:5]),
-                ),
+                "%s of %s writes failed: %s"
+                % (failed, attempted, "; ".join("%s: %s" % (e["item"], e["msg"]) for e in self.errors[:5])),
                 changed=result["changed"],
                 summary=result["summary"],
                 changes=result["changes"],

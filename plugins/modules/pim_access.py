@@ -29,7 +29,7 @@ description:
     C(RoleAssignmentSchedule.ReadWrite.Directory) (or C(RoleManagement.ReadWrite.Directory)), plus
     C(Directory.Read.All) (or C(User.Read.All), C(Group.Read.All) and C(Application.Read.All)) to find principals.
 author:
-  - entra.pim contributors
+  - entra.pim contributors (@entra-pim)
 extends_documentation_fragment:
   - entra.pim._auth
   - entra.pim._attributes
