@@ -526,3 +526,31 @@ def test_group_and_service_principal_active_assignment():
     result = run(fake, grants=[dict(grant(0), principal="Deploy Pipeline", type="active", duration="P30D")])
     assert result["summary"]["added"] == 1
     assert fake.keys("assignment")[-1][0] == SP["id"] or (SP["id"], USER_ADMIN) in fake.keys("assignment")
+
+
+def _pending(fake, pid, rid, start="2027-01-01T00:00:00Z"):
+    req = {
+        "id": str(uuid.uuid4()),
+        "action": "adminAssign",
+        "status": "Granted",
+        "principalId": pid,
+        "roleDefinitionId": rid,
+        "directoryScopeId": "/",
+        "scheduleInfo": {"startDateTime": start, "expiration": {"type": "noExpiration"}},
+    }
+    fake.requests["eligibility"].append(req)
+    return req
+
+
+def test_purge_cancels_a_pending_request_and_a_matching_one_counts_as_there():
+    """notes §4: a request not yet in effect is cancelled, not removed; one asking for the grant is 'there'."""
+    fake = FakeGraph(users=2)
+    stale = _pending(fake, user(0)["id"], USER_ADMIN)
+    wanted = _pending(fake, user(1)["id"], USER_ADMIN)
+    grants = [grant(1, duration=None, permanent=True, start="2027-01-01T00:00:00Z")]
+    result = run(fake, grants=grants, boundary={"roles": ["User Administrator"]}, purge=True)
+    actions = {c["principal_id"]: c["action"] for c in result["changes"]}
+    assert actions == {user(1)["id"]: "none", user(0)["id"]: "cancel"}
+    assert result["summary"]["cancelled"] == 1
+    assert stale["status"] == "Revoked" and wanted["status"] == "Granted"
+    assert fake.writes == 1
