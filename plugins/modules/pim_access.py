@@ -369,8 +369,8 @@ errors:
         principals (by name, id or appId)"
 """
 
-from ansible_collections.entra.pim.plugins.module_utils._bulk import reconcile  # noqa: E402
-from ansible_collections.entra.pim.plugins.module_utils._module import PimModule  # noqa: E402
+from ansible_collections.entra.pim.plugins.module_utils._bulk import reconcile
+from ansible_collections.entra.pim.plugins.module_utils._module import PimModule
 
 GRANT_SPEC = dict(
     principal=dict(type="str", required=True),

@@ -333,10 +333,10 @@ updated_rules:
       sample: Expiration_EndUser_Assignment
 """
 
-from ansible_collections.entra.pim.plugins.module_utils import _policy  # noqa: E402
-from ansible_collections.entra.pim.plugins.module_utils._errors import InputError  # noqa: E402
-from ansible_collections.entra.pim.plugins.module_utils._module import PimModule  # noqa: E402
-from ansible_collections.entra.pim.plugins.module_utils._resolve import Resolver  # noqa: E402
+from ansible_collections.entra.pim.plugins.module_utils import _policy
+from ansible_collections.entra.pim.plugins.module_utils._errors import InputError
+from ansible_collections.entra.pim.plugins.module_utils._module import PimModule
+from ansible_collections.entra.pim.plugins.module_utils._resolve import Resolver
 
 # ------------------------------------------------------------------ the task
 

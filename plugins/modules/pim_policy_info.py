@@ -202,9 +202,9 @@ policies:
                    enforced_settings: []}
 """
 
-from ansible_collections.entra.pim.plugins.module_utils import _policy  # noqa: E402
-from ansible_collections.entra.pim.plugins.module_utils._module import PimModule  # noqa: E402
-from ansible_collections.entra.pim.plugins.module_utils._resolve import Resolver  # noqa: E402
+from ansible_collections.entra.pim.plugins.module_utils import _policy
+from ansible_collections.entra.pim.plugins.module_utils._module import PimModule
+from ansible_collections.entra.pim.plugins.module_utils._resolve import Resolver
 
 
 def run(module):

@@ -304,16 +304,16 @@ auth_method:
   sample: access_token
 """
 
-import time  # noqa: E402
-from datetime import datetime, timezone  # noqa: E402
+import time
+from datetime import datetime, timezone
 
-from ansible_collections.entra.pim.plugins.module_utils import _activation as act  # noqa: E402
-from ansible_collections.entra.pim.plugins.module_utils import _pim as pim  # noqa: E402
-from ansible_collections.entra.pim.plugins.module_utils import _resolve  # noqa: E402
-from ansible_collections.entra.pim.plugins.module_utils import _schedule as sched  # noqa: E402
-from ansible_collections.entra.pim.plugins.module_utils._errors import GraphError, InputError, PimError  # noqa: E402
-from ansible_collections.entra.pim.plugins.module_utils._graph import snake_case_keys  # noqa: E402
-from ansible_collections.entra.pim.plugins.module_utils._module import PimModule  # noqa: E402
+from ansible_collections.entra.pim.plugins.module_utils import _activation as act
+from ansible_collections.entra.pim.plugins.module_utils import _pim as pim
+from ansible_collections.entra.pim.plugins.module_utils import _resolve
+from ansible_collections.entra.pim.plugins.module_utils import _schedule as sched
+from ansible_collections.entra.pim.plugins.module_utils._errors import GraphError, InputError, PimError
+from ansible_collections.entra.pim.plugins.module_utils._graph import snake_case_keys
+from ansible_collections.entra.pim.plugins.module_utils._module import PimModule
 
 ARGUMENT_SPEC = dict(
     role=dict(type="str", required=True),

@@ -310,13 +310,13 @@ auth_method:
   sample: client_secret
 """
 
-from datetime import datetime, timezone  # noqa: E402
+from datetime import datetime, timezone
 
-from ansible_collections.entra.pim.plugins.module_utils import _pim as pim  # noqa: E402
-from ansible_collections.entra.pim.plugins.module_utils import _schedule as sched  # noqa: E402
-from ansible_collections.entra.pim.plugins.module_utils._errors import GraphError  # noqa: E402
-from ansible_collections.entra.pim.plugins.module_utils._module import PimModule  # noqa: E402
-from ansible_collections.entra.pim.plugins.module_utils._resolve import PRINCIPAL_TYPES, Resolver  # noqa: E402
+from ansible_collections.entra.pim.plugins.module_utils import _pim as pim
+from ansible_collections.entra.pim.plugins.module_utils import _schedule as sched
+from ansible_collections.entra.pim.plugins.module_utils._errors import GraphError
+from ansible_collections.entra.pim.plugins.module_utils._module import PimModule
+from ansible_collections.entra.pim.plugins.module_utils._resolve import PRINCIPAL_TYPES, Resolver
 
 KIND = "eligibility"
 

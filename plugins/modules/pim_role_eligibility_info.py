@@ -141,14 +141,14 @@ eligibilities:
       sample: true
 """
 
-from datetime import datetime, timezone  # noqa: E402
+from datetime import datetime, timezone
 
-from ansible_collections.entra.pim.plugins.module_utils import _pim as pim  # noqa: E402
-from ansible_collections.entra.pim.plugins.module_utils import _resolve  # noqa: E402
-from ansible_collections.entra.pim.plugins.module_utils import _schedule as sched  # noqa: E402
-from ansible_collections.entra.pim.plugins.module_utils._errors import GraphError  # noqa: E402
-from ansible_collections.entra.pim.plugins.module_utils._graph import odata_quote  # noqa: E402
-from ansible_collections.entra.pim.plugins.module_utils._module import PimModule  # noqa: E402
+from ansible_collections.entra.pim.plugins.module_utils import _pim as pim
+from ansible_collections.entra.pim.plugins.module_utils import _resolve
+from ansible_collections.entra.pim.plugins.module_utils import _schedule as sched
+from ansible_collections.entra.pim.plugins.module_utils._errors import GraphError
+from ansible_collections.entra.pim.plugins.module_utils._graph import odata_quote
+from ansible_collections.entra.pim.plugins.module_utils._module import PimModule
 
 ARGUMENT_SPEC = dict(
     principal=dict(type="str"),
