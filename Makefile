@@ -57,7 +57,7 @@ integration: venv collection
 sanity: venv
 	@test -f $(ANSIBLE_TEST_GET_PIP) || install -D -m 0644 $(SHARED_TOOLS)/ansible-test-get-pip.py $(ANSIBLE_TEST_GET_PIP)
 	rm -rf $(SANITY_ROOT) && mkdir -p $(SANITY_ROOT)
-	git ls-files -co --exclude-standard | grep -Ev '^(emulator|bench|\.ci)/' | xargs -d '\n' cp --parents -t $(SANITY_ROOT)/
+	git ls-files -co --exclude-standard | grep -Ev '^(emulator|bench|\.ci|tests/emulator)/' | xargs -d '\n' cp --parents -t $(SANITY_ROOT)/
 	cd $(SANITY_ROOT) && git init -q && git add -A   # ansible-test lists files through git
 	cd $(SANITY_ROOT) && $(CURDIR)/$(BIN)/ansible-test sanity --venv --python 3.11 --color no
 

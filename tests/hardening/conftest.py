@@ -230,7 +230,7 @@ class PlayResult:
         return found[-1]
 
     def has_task(self, name: str) -> bool:
-        return any(tname == name for tname, _ in self.tasks())
+        return any(tname == name for tname, dummy in self.tasks())
 
     def describe(self) -> str:
         return "rc=%d\nSTDOUT:\n%s\nSTDERR:\n%s" % (self.rc, self.stdout[-12000:], self.stderr[-4000:])

@@ -533,7 +533,7 @@ def duplicate_problems(op, ctx, before, after) -> list[str]:
 
 def _task_records(result, label, op):
     """Results recorded between the task ``label op`` marks: module tasks and the role's inner tasks."""
-    names = [n for n, _ in result.tasks()]
+    names = [n for n, dummy in result.tasks()]
     out = []
     start = None
     for i, n in enumerate(names):

@@ -672,7 +672,7 @@ def test_azure_cli_missing_or_failing(base_settings, tmp_path):
     with pytest.raises(AuthError) as info:
         new_client(settings, FakeSession()).get("/users")
     assert "needs the Azure CLI ('az'), which was not found at" in info.value.msg
-    az, _ = write_fake_az(tmp_path, "", rc=1, stderr="ERROR: Please run 'az login' to setup account.")
+    az, dummy = write_fake_az(tmp_path, "", rc=1, stderr="ERROR: Please run 'az login' to setup account.")
     with pytest.raises(AuthError) as info:
         new_client(settings_with(settings, azure_cli_path=az), FakeSession()).get("/users")
     assert "exit code 1" in info.value.msg and "Please run 'az login'" in info.value.msg

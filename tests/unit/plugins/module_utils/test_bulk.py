@@ -322,7 +322,7 @@ def test_in_filter_quotes_every_value_and_uses_eq_for_one():
 )
 def test_lookup_shape_mirrors_the_resolver(value, ptype):
     """The packed lookups ask the same collections as Resolver.principal_requests (no second resolver)."""
-    kinds = [k for k, _ in _resolve.Resolver(None).principal_requests(value, ptype)]
+    kinds = [k for k, dummy in _resolve.Resolver(None).principal_requests(value, ptype)]
     assert [k for k, _c, _f in _bulk._lookup_shape(value, ptype)] == kinds
 
 

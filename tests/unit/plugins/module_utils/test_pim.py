@@ -148,8 +148,11 @@ def test_plan_create_builds_admin_assign():
         "roleDefinitionId": USER_ADMIN.id,
         "directoryScopeId": "/",
         "justification": "on call",
-        "scheduleInfo": {"startDateTime": "2026-11-29T10:00:00Z", "expiration": {"type": "afterDuration", "duration": "P30D"}},
-    }  # fmt: skip
+        "scheduleInfo": {
+            "startDateTime": "2026-11-29T10:00:00Z",
+            "expiration": {"type": "afterDuration", "duration": "P30D"},
+        },
+    }
     assert p.after["end"] == "2026-12-29T10:00:00Z" and p.after["permanent"] is False
     assert p.after["role_name"] == "User Administrator" and p.after["principal_name"] == "Alice Anders"
 
@@ -453,13 +456,28 @@ def test_expiration_rule_without_readable_policy():
 @pytest.mark.parametrize(
     "rule, expected",
     [
-        ("JustificationRule", "JustificationRule: role 'User Administrator' requires a justification for eligible assignments; set justification."),
-        ("TicketingRule", "TicketingRule: role 'User Administrator' requires ticket information for eligible assignments; set ticket_number and ticket_system."),
-        ("MfaRule", "MfaRule: role 'User Administrator' requires multi-factor authentication for eligible assignments (rule Enablement_Admin_Eligibility)"),
-        ("EligibilityRule", "EligibilityRule: the principal is not eligible for role 'User Administrator' at scope '/'"),
-        ("AdminRequestRule", "AdminRequestRule: role 'User Administrator' refused the request (policy rule AdminRequestRule)."),
+        (
+            "JustificationRule",
+            "JustificationRule: role 'User Administrator' requires a justification for eligible assignments; set justification.",
+        ),
+        (
+            "TicketingRule",
+            "TicketingRule: role 'User Administrator' requires ticket information for eligible assignments; set ticket_number and ticket_system.",
+        ),
+        (
+            "MfaRule",
+            "MfaRule: role 'User Administrator' requires multi-factor authentication for eligible assignments (rule Enablement_Admin_Eligibility)",
+        ),
+        (
+            "EligibilityRule",
+            "EligibilityRule: the principal is not eligible for role 'User Administrator' at scope '/'",
+        ),
+        (
+            "AdminRequestRule",
+            "AdminRequestRule: role 'User Administrator' refused the request (policy rule AdminRequestRule).",
+        ),
     ],
-)  # fmt: skip
+)
 def test_other_rules(rule, expected):
     body = {"action": "adminAssign", "directoryScopeId": "/"}
     assert pim.explain_policy_error(policy_error('["%s"]' % rule), USER_ADMIN, RULES, body, "Eligibility").startswith(
@@ -483,13 +501,22 @@ def test_several_rules_and_mfa_for_activation():
 @pytest.mark.parametrize(
     "code, expected",
     [
-        ("RoleAssignmentExists", "'Alice Anders' already has an eligibility for role 'User Administrator' at scope '/'"),
-        ("RoleAssignmentDoesNotExist", "'Alice Anders' has no eligibility for role 'User Administrator' at scope '/' to change or remove"),
-        ("ActiveDurationTooShort", "ActiveDurationTooShort: Graph does not end an activation of role 'User Administrator' within 5 minutes"),
+        (
+            "RoleAssignmentExists",
+            "'Alice Anders' already has an eligibility for role 'User Administrator' at scope '/'",
+        ),
+        (
+            "RoleAssignmentDoesNotExist",
+            "'Alice Anders' has no eligibility for role 'User Administrator' at scope '/' to change or remove",
+        ),
+        (
+            "ActiveDurationTooShort",
+            "ActiveDurationTooShort: Graph does not end an activation of role 'User Administrator' within 5 minutes",
+        ),
         ("SubjectNotFound", "SubjectNotFound: PIM does not know 'Alice Anders' yet"),
         ("RoleNotFound", "RoleNotFound: PIM does not know role 'User Administrator' yet"),
     ],
-)  # fmt: skip
+)
 def test_explain_graph_error_codes(code, expected):
     err = pim.explain_graph_error(GraphError("raw", status=400, code=code, request_id="r"), "eligibility", TARGET)
     assert err.msg.startswith(expected)
@@ -686,7 +713,12 @@ def test_resolve_and_read_by_ids_is_one_batch(clean_roles):
 
 
 def test_resolve_and_read_template_id_reads_again_for_the_real_id(clean_roles):
-    custom = {"id": "aaaaaaaa-0000-4000-8000-000000000001", "displayName": "Custom", "templateId": "bbbbbbbb-0000-4000-8000-000000000001", "isBuiltIn": False}  # fmt: skip
+    custom = {
+        "id": "aaaaaaaa-0000-4000-8000-000000000001",
+        "displayName": "Custom",
+        "templateId": "bbbbbbbb-0000-4000-8000-000000000001",
+        "isBuiltIn": False,
+    }
 
     def route(method, path, params, body):
         if path == _resolve.ROLE_DEFINITIONS:

@@ -10,26 +10,65 @@ from ansible_collections.entra.pim.plugins.module_utils._errors import GraphErro
 from ansible_collections.entra.pim.plugins.module_utils._resolve import Resolver
 
 ROLES = [
-    {"id": "fe930be7-5e62-47db-91af-98c3a49a38b1", "displayName": "User Administrator", "templateId": "fe930be7-5e62-47db-91af-98c3a49a38b1", "isBuiltIn": True},
-    {"id": "62e90394-69f5-4237-9190-012177145e10", "displayName": "Global Administrator", "templateId": "62e90394-69f5-4237-9190-012177145e10", "isBuiltIn": True},
-    {"id": "fdd7a751-b60b-444a-984c-02652fe8fa1c", "displayName": "Groups Administrator", "templateId": "fdd7a751-b60b-444a-984c-02652fe8fa1c", "isBuiltIn": True},
-    {"id": "f2ef992c-3afb-46b9-b7cf-a126ee74c451", "displayName": "Global Reader", "templateId": "f2ef992c-3afb-46b9-b7cf-a126ee74c451", "isBuiltIn": True},
+    {
+        "id": "fe930be7-5e62-47db-91af-98c3a49a38b1",
+        "displayName": "User Administrator",
+        "templateId": "fe930be7-5e62-47db-91af-98c3a49a38b1",
+        "isBuiltIn": True,
+    },
+    {
+        "id": "62e90394-69f5-4237-9190-012177145e10",
+        "displayName": "Global Administrator",
+        "templateId": "62e90394-69f5-4237-9190-012177145e10",
+        "isBuiltIn": True,
+    },
+    {
+        "id": "fdd7a751-b60b-444a-984c-02652fe8fa1c",
+        "displayName": "Groups Administrator",
+        "templateId": "fdd7a751-b60b-444a-984c-02652fe8fa1c",
+        "isBuiltIn": True,
+    },
+    {
+        "id": "f2ef992c-3afb-46b9-b7cf-a126ee74c451",
+        "displayName": "Global Reader",
+        "templateId": "f2ef992c-3afb-46b9-b7cf-a126ee74c451",
+        "isBuiltIn": True,
+    },
     # a custom role whose id differs from its template id
-    {"id": "aaaaaaaa-0000-4000-8000-000000000001", "displayName": "Contoso Helpdesk", "templateId": "bbbbbbbb-0000-4000-8000-000000000001", "isBuiltIn": False},
-]  # fmt: skip
+    {
+        "id": "aaaaaaaa-0000-4000-8000-000000000001",
+        "displayName": "Contoso Helpdesk",
+        "templateId": "bbbbbbbb-0000-4000-8000-000000000001",
+        "isBuiltIn": False,
+    },
+]
 
 USERS = [
-    {"id": "10000000-0000-4000-8000-000000000002", "displayName": "Alice Anders", "userPrincipalName": "alice@contoso.example", "mail": "alice@contoso.example"},
-    {"id": "10000000-0000-4000-8000-000000000004", "displayName": "Siobhan O'Brien", "userPrincipalName": "o'brien@contoso.example", "mail": "o'brien@contoso.example"},
-]  # fmt: skip
+    {
+        "id": "10000000-0000-4000-8000-000000000002",
+        "displayName": "Alice Anders",
+        "userPrincipalName": "alice@contoso.example",
+        "mail": "alice@contoso.example",
+    },
+    {
+        "id": "10000000-0000-4000-8000-000000000004",
+        "displayName": "Siobhan O'Brien",
+        "userPrincipalName": "o'brien@contoso.example",
+        "mail": "o'brien@contoso.example",
+    },
+]
 GROUPS = [
     {"id": "20000000-0000-4000-8000-000000000001", "displayName": "PIM-Helpdesk", "isAssignableToRole": True},
     {"id": "20000000-0000-4000-8000-000000000004", "displayName": "Duplicate Team", "isAssignableToRole": False},
     {"id": "20000000-0000-4000-8000-000000000005", "displayName": "Duplicate Team", "isAssignableToRole": False},
 ]
 SPS = [
-    {"id": "30000000-0000-4000-8000-000000000004", "displayName": "Deploy Pipeline", "appId": "40000000-0000-4000-8000-000000000004"},
-]  # fmt: skip
+    {
+        "id": "30000000-0000-4000-8000-000000000004",
+        "displayName": "Deploy Pipeline",
+        "appId": "40000000-0000-4000-8000-000000000004",
+    },
+]
 AUS = [{"id": "50000000-0000-4000-8000-000000000001", "displayName": "Sales AU"}]
 
 _EQ = re.compile(r"(\w+) eq '((?:[^']|'')*)'")
@@ -272,13 +311,19 @@ def test_principals_by_ids_in_bulk():
     [
         (None, "/"),
         ("/", "/"),
-        ("/administrativeUnits/50000000-0000-4000-8000-000000000001", "/administrativeUnits/50000000-0000-4000-8000-000000000001"),
-        ("/administrativeunits/50000000-0000-4000-8000-00000000000A/", "/administrativeUnits/50000000-0000-4000-8000-00000000000a"),
+        (
+            "/administrativeUnits/50000000-0000-4000-8000-000000000001",
+            "/administrativeUnits/50000000-0000-4000-8000-000000000001",
+        ),
+        (
+            "/administrativeunits/50000000-0000-4000-8000-00000000000A/",
+            "/administrativeUnits/50000000-0000-4000-8000-00000000000a",
+        ),
         ("50000000-0000-4000-8000-000000000001", "/administrativeUnits/50000000-0000-4000-8000-000000000001"),
         ("/41000000-0000-4000-8000-000000000001", "/41000000-0000-4000-8000-000000000001"),
         ("Sales AU", "/administrativeUnits/50000000-0000-4000-8000-000000000001"),
     ],
-)  # fmt: skip
+)
 def test_directory_scope(value, expected):
     assert Resolver(FakeClient()).directory_scope(value) == expected
 

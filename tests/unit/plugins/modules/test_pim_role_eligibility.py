@@ -27,10 +27,21 @@ SALES_AU = "50000000-0000-4000-8000-000000000001"
 BASE = "/roleManagement/directory/"
 
 OBJECTS = {
-    ALICE: ("user", {"id": ALICE, "displayName": "Alice Anders", "userPrincipalName": "alice@contoso.example", "mail": "alice@contoso.example"}),
+    ALICE: (
+        "user",
+        {
+            "id": ALICE,
+            "displayName": "Alice Anders",
+            "userPrincipalName": "alice@contoso.example",
+            "mail": "alice@contoso.example",
+        },
+    ),
     HELPDESK: ("group", {"id": HELPDESK, "displayName": "PIM-Helpdesk", "isAssignableToRole": True}),
-    PIPELINE: ("servicePrincipal", {"id": PIPELINE, "displayName": "Deploy Pipeline", "appId": "40000000-0000-4000-8000-000000000004"}),
-}  # fmt: skip
+    PIPELINE: (
+        "servicePrincipal",
+        {"id": PIPELINE, "displayName": "Deploy Pipeline", "appId": "40000000-0000-4000-8000-000000000004"},
+    ),
+}
 ROLES = [
     {"id": USER_ADMIN, "displayName": "User Administrator", "templateId": USER_ADMIN, "isBuiltIn": True},
     {"id": GLOBAL_READER, "displayName": "Global Reader", "templateId": GLOBAL_READER, "isBuiltIn": True},
@@ -82,14 +93,32 @@ class FakeGraph:
             return [s for s in self.schedules.values() if _matches(flt, s)]
         if path == BASE + "roleEligibilityScheduleInstances":
             return [
-                dict(s, id=s["id"] + "-i", roleEligibilityScheduleId=s["id"], startDateTime=s["scheduleInfo"]["startDateTime"], endDateTime=s["scheduleInfo"]["expiration"].get("endDateTime"))
+                dict(
+                    s,
+                    id=s["id"] + "-i",
+                    roleEligibilityScheduleId=s["id"],
+                    startDateTime=s["scheduleInfo"]["startDateTime"],
+                    endDateTime=s["scheduleInfo"]["expiration"].get("endDateTime"),
+                )
                 for s in self.schedules.values()
                 if _matches(flt, s)
-            ]  # fmt: skip
+            ]
         if path == BASE + "roleEligibilityScheduleRequests":
             return [r for r in self.requests if _matches(flt, r)]
         if path == "/policies/roleManagementPolicyAssignments":
-            return [{"policy": {"rules": [{"id": "Expiration_Admin_Eligibility", "isExpirationRequired": self.require_expiration, "maximumDuration": "P365D"}]}}]  # fmt: skip
+            return [
+                {
+                    "policy": {
+                        "rules": [
+                            {
+                                "id": "Expiration_Admin_Eligibility",
+                                "isExpirationRequired": self.require_expiration,
+                                "maximumDuration": "P365D",
+                            }
+                        ]
+                    }
+                }
+            ]
         raise AssertionError("unexpected GET " + path)
 
     def _post(self, path, body):
@@ -105,7 +134,14 @@ class FakeGraph:
 
     def _schedule_request(self, body):
         key = (body["principalId"], body["roleDefinitionId"], body["directoryScopeId"])
-        existing = next((s for s in self.schedules.values() if (s["principalId"], s["roleDefinitionId"], s["directoryScopeId"]) == key), None)  # fmt: skip
+        existing = next(
+            (
+                s
+                for s in self.schedules.values()
+                if (s["principalId"], s["roleDefinitionId"], s["directoryScopeId"]) == key
+            ),
+            None,
+        )
         action = body["action"]
         info = body.get("scheduleInfo")
         if (
@@ -113,7 +149,12 @@ class FakeGraph:
             and self.require_expiration
             and info["expiration"]["type"] == "noExpiration"
         ):
-            raise GraphError("x", status=400, code="RoleAssignmentRequestPolicyValidationFailed", graph_message='The following policy rules failed: ["ExpirationRule"]')  # fmt: skip
+            raise GraphError(
+                "x",
+                status=400,
+                code="RoleAssignmentRequestPolicyValidationFailed",
+                graph_message='The following policy rules failed: ["ExpirationRule"]',
+            )
         if action == "adminAssign" and existing:
             raise GraphError("x", status=400, code="RoleAssignmentExists")
         if action in ("adminUpdate", "adminRemove") and not existing:
@@ -128,8 +169,12 @@ class FakeGraph:
         if action == "adminAssign":
             self.schedules[rid] = dict(
                 {k: body[k] for k in ("principalId", "roleDefinitionId", "directoryScopeId")},
-                id=rid, memberType="Direct", status="Provisioned", appScopeId=None, scheduleInfo=info,
-            )  # fmt: skip
+                id=rid,
+                memberType="Direct",
+                status="Provisioned",
+                appScopeId=None,
+                scheduleInfo=info,
+            )
         elif action == "adminUpdate":
             existing["scheduleInfo"] = info
             answer["targetScheduleId"] = existing["id"]
@@ -263,9 +308,16 @@ def test_check_mode_update_writes_nothing(graph, capsys):
 
 def test_pending_request_is_cancelled_on_absent(graph, capsys):
     graph.requests.append(
-        {"id": "req-p", "status": "PendingApproval", "action": "adminAssign", "principalId": ALICE,
-         "roleDefinitionId": USER_ADMIN, "directoryScopeId": "/", "scheduleInfo": None}
-    )  # fmt: skip
+        {
+            "id": "req-p",
+            "status": "PendingApproval",
+            "action": "adminAssign",
+            "principalId": ALICE,
+            "roleDefinitionId": USER_ADMIN,
+            "directoryScopeId": "/",
+            "scheduleInfo": None,
+        }
+    )
     out = eligibility(capsys, state="absent")
     assert out["changed"] and graph.writes == ["cancel"]
     assert out["changes"][0].startswith("a pending request (PendingApproval req-p)")
@@ -281,9 +333,14 @@ def test_lost_answer_is_confirmed_by_rereading(graph, capsys):
 
 def test_group_scope_and_ticket(graph, capsys):
     out = eligibility(
-        capsys, principal="PIM-Helpdesk", role="global reader", directory_scope="Sales AU",
-        ticket_number="CHG-1", ticket_system="SNOW", permanent=True,
-    )  # fmt: skip
+        capsys,
+        principal="PIM-Helpdesk",
+        role="global reader",
+        directory_scope="Sales AU",
+        ticket_number="CHG-1",
+        ticket_system="SNOW",
+        permanent=True,
+    )
     assert out["eligibility"]["principal_type"] == "group"
     assert out["eligibility"]["directory_scope_id"] == "/administrativeUnits/" + SALES_AU
     assert out["request"]["ticket_info"] == {"ticket_number": "CHG-1", "ticket_system": "SNOW"}
