@@ -14,6 +14,9 @@ Generic over two kinds: ``eligibility`` (roleEligibilitySchedule*) and ``assignm
     p       = plan(kind, target, Desired(...), current, now)                    # pure
     outcome = execute(client, kind, p, confirm=...)                             # unless check mode
 
+pim_role_eligibility and pim_role_assignment run exactly that through ``run_schedule_module``,
+with hooks for what differs (an assignment also reports the principal's activation).
+
 State comes from schedules (and instances for the info modules), never from requests: Graph
 purges requests after about 45 days (notes §3.1, §8). Requests are read only to find a
 *pending* one, which ``absent`` cancels instead of removing (notes §4).
@@ -759,3 +762,178 @@ def check_principal_for(kind, principal):
             "group '%s' (%s) is not role-assignable (isAssignableToRole is false); only groups created as "
             "role-assignable can hold directory roles" % (principal.display_name, principal.id)
         )
+
+
+# ------------------------------------------------------------------ the single-target modules
+
+# The options of pim_role_eligibility and pim_role_assignment (one principal, role and scope).
+SCHEDULE_ARGSPEC = dict(
+    principal=dict(type="str", required=True),
+    principal_type=dict(type="str", default="auto", choices=list(_resolve.PRINCIPAL_TYPES)),
+    role=dict(type="str", required=True),
+    directory_scope=dict(type="str", default="/"),
+    app_scope=dict(type="str"),
+    start=dict(type="str"),
+    end=dict(type="str"),
+    duration=dict(type="str"),
+    permanent=dict(type="bool"),
+    justification=dict(type="str"),
+    ticket_number=dict(type="str"),
+    ticket_system=dict(type="str"),
+    state=dict(type="str", default="present", choices=["present", "absent"]),
+    validate_only=dict(type="bool", default=False),
+)
+SCHEDULE_REQUIRED_TOGETHER = [("ticket_number", "ticket_system")]
+
+
+def describe_schedule(kind, target, schedule):
+    """A Graph schedule of ``target`` → the dict of results and diffs."""
+    return describe(kind, target, sched.window_from_schedule_info(schedule.get("scheduleInfo")), schedule)
+
+
+def explain_write_error(client, kind, err, target, body):
+    """A Graph refusal in our words; reads the role's policy only when a policy rule failed."""
+    rules = None
+    if failed_rules(err.graph_message) or err.code == "RoleAssignmentRequestPolicyValidationFailed":
+        rules = read_policy_rules(client, target.role.id)
+    return explain_graph_error(err, kind, target, body, rules)
+
+
+def _explain_current(client, kind, err, target, body, _current):
+    return explain_write_error(client, kind, err, target, body)
+
+
+def run_schedule_module(module, kind, keep_pending=None, report=None, explain=None):
+    """The task of pim_role_eligibility and pim_role_assignment: check, read, plan, write unless check mode.
+
+    The hooks carry what differs between the two:
+
+    * ``keep_pending(request) -> bool``: which pending requests are this task's (default: all).
+    * ``report(kind, target, current, result)``: adds what the module reports besides the managed item.
+    * ``explain(client, kind, err, target, body, current) -> GraphError``: a refusal in words
+      (default ``explain_write_error``).
+
+    Returns the module result; the managed item is under the kind's name (``eligibility``, ``assignment``).
+    """
+    kind = KINDS[kind] if isinstance(kind, str) else kind
+    explain = explain or _explain_current
+    params = module.params
+    now = datetime.now(UTC)
+    state = params["state"]
+    # Every option is checked before the first request, so bad input changes nothing.
+    schedule = None
+    if state == "present":
+        schedule = sched.desired_schedule(
+            params["start"], params["end"], params["duration"], params["permanent"], now=now
+        )
+    desired = Desired(state, schedule, params["justification"], params["ticket_number"], params["ticket_system"])
+
+    client = module.client
+    # Role, principal, scope, schedules and pending requests: one round trip when given by id,
+    # two otherwise (lookups, then state); never a write before every check has passed.
+    target, current = resolve_and_read(
+        client,
+        _resolve.Resolver(client),
+        kind,
+        params["role"],
+        params["principal"],
+        params["principal_type"],
+        params["directory_scope"],
+        params["app_scope"],
+        include_pending=True,
+    )
+    if state == "present":
+        check_principal_for(kind, target.principal)
+    if keep_pending is not None:
+        current = current._replace(pending=[r for r in current.pending if keep_pending(r)])
+    p = plan(kind, target, desired, current, now)
+
+    result = dict(
+        changed=changed(p),
+        changes=p.reasons,
+        inherited=[describe_schedule(kind, target, s) for s in current.inherited],
+    )
+    result[kind.name] = p.after
+    if report is not None:
+        report(kind, target, current, result)
+    if module._diff:
+        result["diff"] = diff(p)
+
+    if params["validate_only"]:
+        refusal = validate(client, kind, p)
+        validation = dict(valid=refusal is None, message=None, failed_rules=[], error_code=None)
+        if refusal is not None:
+            explained = explain(client, kind, refusal, target, p.body, current)
+            validation.update(
+                message=explained.msg, failed_rules=failed_rules(refusal.graph_message), error_code=refusal.code
+            )
+        result["validation"] = validation
+        return result
+    if module.check_mode or p.action == "none":
+        return result
+
+    try:
+        outcome = execute(client, kind, p, confirm=confirmer(client, kind, target, desired, p, now))
+    except GraphError as err:
+        raise explain(client, kind, err, target, p.body, current)
+    result[kind.name] = result_from_request(kind, target, outcome.request, p, now)
+    if outcome.confirmed and p.action in ("create", "update"):
+        # Graph's answer was lost but the re-read showed the change: report what is there.
+        after = read_current(client, kind, target)
+        result[kind.name] = describe(kind, target, after.window, after.schedule)
+    if outcome.request:
+        result["request"] = request_result(outcome.request)
+    return result
+
+
+# ------------------------------------------------------------------ active assignments and activations
+
+
+def is_admin_request(request):
+    """An adminAssign/Update/Remove request; a pending self-activation is the user's business, not the admin's."""
+    return (request.get("action") or "").lower().startswith("admin")
+
+
+def activation_of(current):
+    """The principal's own activation (assignmentType Activated) among the schedules not managed here, or None."""
+    for item in current.other:
+        if (item.get("assignmentType") or "") == "Activated":
+            return item
+    return None
+
+
+def report_activation(kind, target, current, result):
+    """Add the principal's activation of the role (reported, never managed) to an assignment result."""
+    activation = activation_of(current)
+    result["activation"] = describe_schedule(kind, target, activation) if activation else None
+    if activation is not None:
+        result["changes"] = result["changes"] + [
+            "an activation of the role by the principal exists (until %s); it is not managed by this task"
+            % (sched.format_datetime(sched.window_from_schedule_info(activation.get("scheduleInfo")).end) or "no end")
+        ]
+
+
+def explain_assignment_error(client, kind, err, target, body, current):
+    """Like explain_write_error, and RoleAssignmentExists says when an activation is what blocks the write."""
+    activation = activation_of(current)
+    if err.code != "RoleAssignmentExists" or activation is None:
+        return explain_write_error(client, kind, err, target, body)
+    window = sched.window_from_schedule_info(activation.get("scheduleInfo"))
+    return GraphError(
+        "'%s' has role '%s' activated at scope '%s' (an activation of an eligible role, until %s); Graph does "
+        "not create an active assignment while that activation is in effect. Wait until it ends, or have the "
+        "user deactivate it (entra.pim.pim_role_activation state=inactive), then run again (RoleAssignmentExists)."
+        % (
+            target.principal.display_name or target.principal.id,
+            target.role.display_name,
+            target.directory_scope_id or "/",
+            sched.format_datetime(window.end) or "it is deactivated",
+        ),
+        status=err.status,
+        code=err.code,
+        graph_message=err.graph_message,
+        request_id=err.request_id,
+        client_request_id=err.client_request_id,
+        method=err.method,
+        url=err.url,
+    )

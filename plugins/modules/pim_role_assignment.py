@@ -321,146 +321,26 @@ auth_method:
   sample: client_secret
 """
 
-from datetime import datetime, timezone
-
 from ansible_collections.entra.pim.plugins.module_utils import _pim as pim
-from ansible_collections.entra.pim.plugins.module_utils import _schedule as sched
-from ansible_collections.entra.pim.plugins.module_utils._errors import GraphError
 from ansible_collections.entra.pim.plugins.module_utils._module import PimModule
-from ansible_collections.entra.pim.plugins.module_utils._resolve import PRINCIPAL_TYPES, Resolver
-
-KIND = "assignment"
-
-ARGUMENT_SPEC = dict(
-    principal=dict(type="str", required=True),
-    principal_type=dict(type="str", default="auto", choices=list(PRINCIPAL_TYPES)),
-    role=dict(type="str", required=True),
-    directory_scope=dict(type="str", default="/"),
-    app_scope=dict(type="str"),
-    start=dict(type="str"),
-    end=dict(type="str"),
-    duration=dict(type="str"),
-    permanent=dict(type="bool"),
-    justification=dict(type="str"),
-    ticket_number=dict(type="str"),
-    ticket_system=dict(type="str"),
-    state=dict(type="str", default="present", choices=["present", "absent"]),
-    validate_only=dict(type="bool", default=False),
-)
-
-
-def _activation_of(current):
-    """The principal's own activation among the schedules that are not managed here, or None."""
-    for item in current.other:
-        if (item.get("assignmentType") or "") == "Activated":
-            return item
-    return None
-
-
-def _describe(target, schedule):
-    return pim.describe(KIND, target, sched.window_from_schedule_info(schedule.get("scheduleInfo")), schedule)
-
-
-def explain(client, err, target, body, activation=None):
-    """A Graph refusal in our words; reads the role's policy only when a policy rule failed."""
-    if err.code == "RoleAssignmentExists" and activation is not None:
-        window = sched.window_from_schedule_info(activation.get("scheduleInfo"))
-        return GraphError(
-            "'%s' has role '%s' activated at scope '%s' (an activation of an eligible role, until %s); Graph does "
-            "not create an active assignment while that activation is in effect. Wait until it ends, or have the "
-            "user deactivate it (entra.pim.pim_role_activation state=inactive), then run again (RoleAssignmentExists)."
-            % (
-                target.principal.display_name or target.principal.id,
-                target.role.display_name,
-                target.directory_scope_id or "/",
-                sched.format_datetime(window.end) or "it is deactivated",
-            ),
-            status=err.status,
-            code=err.code,
-            graph_message=err.graph_message,
-            request_id=err.request_id,
-            client_request_id=err.client_request_id,
-            method=err.method,
-            url=err.url,
-        )
-    rules = None
-    if pim.failed_rules(err.graph_message) or err.code == "RoleAssignmentRequestPolicyValidationFailed":
-        rules = pim.read_policy_rules(client, target.role.id)
-    return pim.explain_graph_error(err, KIND, target, body, rules)
 
 
 def run(module):
-    p = module.params
-    now = datetime.now(timezone.utc)
-    state = p["state"]
-    # Every option is checked before the first request, so bad input changes nothing.
-    schedule = None
-    if state == "present":
-        schedule = sched.desired_schedule(p["start"], p["end"], p["duration"], p["permanent"], now=now)
-    desired = pim.Desired(state, schedule, p["justification"], p["ticket_number"], p["ticket_system"])
-
-    client = module.client
-    target = pim.resolve_target(
-        client, Resolver(client), p["role"], p["principal"], p["principal_type"], p["directory_scope"], p["app_scope"]
+    # Only type Assigned is managed; the principal's activation is reported, and explains a refused create.
+    return pim.run_schedule_module(
+        module,
+        "assignment",
+        keep_pending=pim.is_admin_request,
+        report=pim.report_activation,
+        explain=pim.explain_assignment_error,
     )
-    if state == "present":
-        pim.check_principal_for(KIND, target.principal)
-    # Schedules and pending requests in one round trip.
-    current = pim.read_current(client, KIND, target, include_pending=True)
-    # A pending self-activation is the user's business, not a pending admin assignment.
-    current = current._replace(
-        pending=[r for r in current.pending if (r.get("action") or "").lower().startswith("admin")]
-    )
-    plan = pim.plan(KIND, target, desired, current, now)
-    activation = _activation_of(current)
-
-    result = dict(
-        changed=pim.changed(plan),
-        changes=plan.reasons,
-        inherited=[_describe(target, s) for s in current.inherited],
-        activation=_describe(target, activation) if activation else None,
-        assignment=plan.after,
-    )
-    if activation is not None:
-        result["changes"] = plan.reasons + [
-            "an activation of the role by the principal exists (until %s); it is not managed by this task"
-            % (sched.format_datetime(sched.window_from_schedule_info(activation.get("scheduleInfo")).end) or "no end")
-        ]
-    if module._diff:
-        result["diff"] = pim.diff(plan)
-
-    if p["validate_only"]:
-        refusal = pim.validate(client, KIND, plan)
-        validation = dict(valid=refusal is None, message=None, failed_rules=[], error_code=None)
-        if refusal is not None:
-            explained = explain(client, refusal, target, plan.body, activation)
-            validation.update(
-                message=explained.msg, failed_rules=pim.failed_rules(refusal.graph_message), error_code=refusal.code
-            )
-        result["validation"] = validation
-        return result
-    if module.check_mode or plan.action == "none":
-        return result
-
-    try:
-        outcome = pim.execute(client, KIND, plan, confirm=pim.confirmer(client, KIND, target, desired, plan, now))
-    except GraphError as err:
-        raise explain(client, err, target, plan.body, activation)
-    result["assignment"] = pim.result_from_request(KIND, target, outcome.request, plan, now)
-    if outcome.confirmed and plan.action in ("create", "update"):
-        # Graph's answer was lost but the re-read showed the change: report what is there.
-        after = pim.read_current(client, KIND, target)
-        result["assignment"] = pim.describe(KIND, target, after.window, after.schedule)
-    if outcome.request:
-        result["request"] = pim.request_result(outcome.request)
-    return result
 
 
 def main():
     PimModule(
-        argument_spec=ARGUMENT_SPEC,
+        argument_spec=pim.SCHEDULE_ARGSPEC,
         supports_check_mode=True,
-        required_together=[("ticket_number", "ticket_system")],
+        required_together=pim.SCHEDULE_REQUIRED_TOGETHER,
     ).run(run)
 
 

@@ -310,114 +310,19 @@ auth_method:
   sample: client_secret
 """
 
-from datetime import datetime, timezone
-
 from ansible_collections.entra.pim.plugins.module_utils import _pim as pim
-from ansible_collections.entra.pim.plugins.module_utils import _schedule as sched
-from ansible_collections.entra.pim.plugins.module_utils._errors import GraphError
 from ansible_collections.entra.pim.plugins.module_utils._module import PimModule
-from ansible_collections.entra.pim.plugins.module_utils._resolve import PRINCIPAL_TYPES, Resolver
-
-KIND = "eligibility"
-
-ARGUMENT_SPEC = dict(
-    principal=dict(type="str", required=True),
-    principal_type=dict(type="str", default="auto", choices=list(PRINCIPAL_TYPES)),
-    role=dict(type="str", required=True),
-    directory_scope=dict(type="str", default="/"),
-    app_scope=dict(type="str"),
-    start=dict(type="str"),
-    end=dict(type="str"),
-    duration=dict(type="str"),
-    permanent=dict(type="bool"),
-    justification=dict(type="str"),
-    ticket_number=dict(type="str"),
-    ticket_system=dict(type="str"),
-    state=dict(type="str", default="present", choices=["present", "absent"]),
-    validate_only=dict(type="bool", default=False),
-)
-
-
-def explain(client, err, target, body):
-    """A Graph refusal in our words; reads the role's policy only when a policy rule failed."""
-    rules = None
-    if pim.failed_rules(err.graph_message) or err.code == "RoleAssignmentRequestPolicyValidationFailed":
-        rules = pim.read_policy_rules(client, target.role.id)
-    return pim.explain_graph_error(err, KIND, target, body, rules)
 
 
 def run(module):
-    p = module.params
-    now = datetime.now(timezone.utc)
-    state = p["state"]
-    # Every option is checked before the first request, so bad input changes nothing.
-    schedule = None
-    if state == "present":
-        schedule = sched.desired_schedule(p["start"], p["end"], p["duration"], p["permanent"], now=now)
-    desired = pim.Desired(state, schedule, p["justification"], p["ticket_number"], p["ticket_system"])
-
-    client = module.client
-    # Role, principal, scope, schedules and pending requests: one round trip when given by id,
-    # two otherwise (lookups, then state); never a write before every check has passed.
-    target, current = pim.resolve_and_read(
-        client,
-        Resolver(client),
-        KIND,
-        p["role"],
-        p["principal"],
-        p["principal_type"],
-        p["directory_scope"],
-        p["app_scope"],
-        include_pending=True,
-    )
-    if state == "present":
-        pim.check_principal_for(KIND, target.principal)
-    plan = pim.plan(KIND, target, desired, current, now)
-
-    result = dict(
-        changed=pim.changed(plan),
-        changes=plan.reasons,
-        inherited=[
-            pim.describe(KIND, target, sched.window_from_schedule_info(s.get("scheduleInfo")), s)
-            for s in current.inherited
-        ],
-        eligibility=plan.after,
-    )
-    if module._diff:
-        result["diff"] = pim.diff(plan)
-
-    if p["validate_only"]:
-        refusal = pim.validate(client, KIND, plan)
-        validation = dict(valid=refusal is None, message=None, failed_rules=[], error_code=None)
-        if refusal is not None:
-            explained = explain(client, refusal, target, plan.body)
-            validation.update(
-                message=explained.msg, failed_rules=pim.failed_rules(refusal.graph_message), error_code=refusal.code
-            )
-        result["validation"] = validation
-        return result
-    if module.check_mode or plan.action == "none":
-        return result
-
-    try:
-        outcome = pim.execute(client, KIND, plan, confirm=pim.confirmer(client, KIND, target, desired, plan, now))
-    except GraphError as err:
-        raise explain(client, err, target, plan.body)
-    result["eligibility"] = pim.result_from_request(KIND, target, outcome.request, plan, now)
-    if outcome.confirmed and plan.action in ("create", "update"):
-        # Graph's answer was lost but the re-read showed the change: report what is there.
-        after = pim.read_current(client, KIND, target)
-        result["eligibility"] = pim.describe(KIND, target, after.window, after.schedule)
-    if outcome.request:
-        result["request"] = pim.request_result(outcome.request)
-    return result
+    return pim.run_schedule_module(module, "eligibility")
 
 
 def main():
     PimModule(
-        argument_spec=ARGUMENT_SPEC,
+        argument_spec=pim.SCHEDULE_ARGSPEC,
         supports_check_mode=True,
-        required_together=[("ticket_number", "ticket_system")],
+        required_together=pim.SCHEDULE_REQUIRED_TOGETHER,
     ).run(run)
 
 
