@@ -764,6 +764,119 @@ def check_principal_for(kind, principal):
         )
 
 
+# ------------------------------------------------------------------ listing (the info modules)
+
+# Reads through this path act for the signed-in user (notes §1.1), also covering their groups.
+CURRENT_USER = "/filterByCurrentUser(on='principal')"
+
+
+def check_list_filters(directory_scope=None, expiring_within=None):
+    """The info modules' filters that need no Graph, checked before the first request."""
+    if expiring_within:
+        sched.parse_duration(expiring_within, "expiring_within")
+    if directory_scope:
+        _resolve.directory_scope_local(directory_scope)
+
+
+def resolve_filters(client, resolver, principal=None, principal_type="auto", role=None, directory_scope=None):
+    """The info modules' principal, role and scope filters → (principal_id, role_id, scope_id); None = any.
+
+    With both a principal and a role, every lookup goes into one round trip (resolve_target).
+    """
+    if principal and role:
+        target = resolve_target(client, resolver, role, principal, principal_type, directory_scope or "/")
+        return target.principal.id, target.role.id, target.directory_scope_id if directory_scope else None
+    principal_id = resolver.principal(principal, principal_type).id if principal else None
+    role_id = resolver.role(role).id if role else None
+    scope_id = resolver.directory_scope(directory_scope) if directory_scope else None
+    return principal_id, role_id, scope_id
+
+
+def read_lists(client, kind, principal_id=None, role_id=None, current_user=False, instance_params=None):
+    """Schedules and instances of a kind in one $batch, filtered server-side by principal and role.
+
+    ``current_user`` reads through filterByCurrentUser; ``instance_params`` adds to the instances
+    read (e.g. ``$expand``). Returns (schedules, instances).
+    """
+    kind = KINDS[kind] if isinstance(kind, str) else kind
+    clauses = []
+    if principal_id:
+        clauses.append("principalId eq %s" % odata_quote(require_guid(principal_id, "principal id")))
+    if role_id:
+        clauses.append("roleDefinitionId eq %s" % odata_quote(require_guid(role_id, "role id")))
+    base = {"$filter": " and ".join(clauses)} if clauses else {}
+    suffix = CURRENT_USER if current_user else ""
+    reqs = []
+    for path, extra in ((kind.schedules, {}), (kind.instances, instance_params or {})):
+        params = dict(base, **extra)
+        reqs.append(
+            {"method": "GET", "path": path + suffix, "params": params, "url": encode_url(path + suffix, params)}
+        )
+    lists = []
+    for answer in send_all(client, reqs):
+        if isinstance(answer, GraphError):
+            raise answer
+        lists.append(follow_pages(client, answer))
+    return lists[0], lists[1]
+
+
+def expiring(rows, expiring_within, now):
+    """Keep the rows (item, window, ...) whose window ends within ``expiring_within`` of ``now`` (all when unset)."""
+    if not expiring_within:
+        return rows
+    limit = now + sched.parse_duration(expiring_within, "expiring_within")
+    return [r for r in rows if r[1].end is not None and r[1].end <= limit]
+
+
+def name_principals(resolver, rows, known=None, denied_ok=False):
+    """{principal id (lower case): Principal} for the rows, in bulk (getByIds), on top of ``known``.
+
+    ``denied_ok``: a 401/403 leaves the names out instead of failing (an ordinary user may not
+    read directory objects).
+    """
+    names = dict(known or {})
+    wanted = {(r[0].get("principalId") or "").lower() for r in rows} - set(names)
+    if wanted:
+        try:
+            names.update(resolver.principals_by_ids(list(wanted)))
+        except GraphError as err:
+            if not denied_ok or err.status not in (401, 403):
+                raise
+    return names
+
+
+def describe_listed(resolver, names, item, window, effective):
+    """One listed schedule (or instance) → the info modules' dict, with principal and role named."""
+    principal = names.get((item.get("principalId") or "").lower())
+    role = resolver.role_by_id(item.get("roleDefinitionId"))
+    out = {
+        "id": item.get("id"),
+        "principal_id": item.get("principalId"),
+        "principal_name": principal.display_name if principal else None,
+        "principal_type": principal.type if principal else None,
+        "role_definition_id": item.get("roleDefinitionId"),
+        "role_name": role.display_name if role else None,
+        "directory_scope_id": item.get("directoryScopeId") or "/",
+        "app_scope_id": item.get("appScopeId"),
+        "member_type": item.get("memberType") or "Direct",
+        "status": item.get("status"),
+        "in_effect": effective,
+    }
+    out.update(sched.describe(window))
+    return out
+
+
+def sort_listed(entries, *more):
+    """Sorted by role name, principal name and scope (then the ``more`` keys), case-insensitive names."""
+    entries.sort(
+        key=lambda e: (
+            ((e["role_name"] or "").lower(), (e["principal_name"] or "").lower(), e["directory_scope_id"])
+            + tuple(e[k] for k in more)
+        )
+    )
+    return entries
+
+
 # ------------------------------------------------------------------ the single-target modules
 
 # The options of pim_role_eligibility and pim_role_assignment (one principal, role and scope).

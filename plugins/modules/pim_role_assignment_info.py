@@ -190,8 +190,8 @@ from ansible_collections.entra.pim.plugins.module_utils import _activation as ac
 from ansible_collections.entra.pim.plugins.module_utils import _pim as pim
 from ansible_collections.entra.pim.plugins.module_utils import _resolve
 from ansible_collections.entra.pim.plugins.module_utils import _schedule as sched
-from ansible_collections.entra.pim.plugins.module_utils._errors import GraphError, InputError
-from ansible_collections.entra.pim.plugins.module_utils._graph import odata_quote, snake_case_keys
+from ansible_collections.entra.pim.plugins.module_utils._errors import InputError
+from ansible_collections.entra.pim.plugins.module_utils._graph import snake_case_keys
 from ansible_collections.entra.pim.plugins.module_utils._module import PimModule
 
 ARGUMENT_SPEC = dict(
@@ -208,35 +208,7 @@ KIND = pim.KINDS["assignment"]
 _ENDED = frozenset({"Revoked", "Canceled", "Denied", "Failed", "Expired"})
 
 
-def read_lists(client, principal_id=None, role_id=None, current_user=False):
-    """Schedules and instances (with activatedUsing) in one $batch, filtered server-side by principal and role."""
-    clauses = []
-    if principal_id:
-        clauses.append("principalId eq %s" % odata_quote(_resolve.require_guid(principal_id, "principal id")))
-    if role_id:
-        clauses.append("roleDefinitionId eq %s" % odata_quote(_resolve.require_guid(role_id, "role id")))
-    base = {"$filter": " and ".join(clauses)} if clauses else {}
-    suffix = act.CURRENT_USER if current_user else ""
-    reqs = []
-    for path, extra in ((KIND.schedules, {}), (KIND.instances, {"$expand": "activatedUsing"})):
-        params = dict(base, **extra)
-        reqs.append(
-            {
-                "method": "GET",
-                "path": path + suffix,
-                "params": params,
-                "url": _resolve.encode_url(path + suffix, params),
-            }
-        )
-    lists = []
-    for answer in _resolve.send_all(client, reqs):
-        if isinstance(answer, GraphError):
-            raise answer
-        lists.append(_resolve.follow_pages(client, answer))
-    return lists
-
-
-def rows_from_lists(schedules, instances, scope_id=None, assignment_type="all", expiring_within=None, now=None):
+def rows_from_lists(schedules, instances, scope_id=None, assignment_type="all"):
     """Pure: Graph schedules + instances → [(item, window, in_effect, instance)] after the local filters."""
 
     def keep(item):
@@ -260,58 +232,33 @@ def rows_from_lists(schedules, instances, scope_id=None, assignment_type="all", 
     for schedule_id, inst in by_schedule.items():
         if schedule_id not in seen:
             rows.append((dict(inst, id=schedule_id or inst.get("id")), sched.window_from_instance(inst), True, inst))
-    if expiring_within:
-        limit = now + sched.parse_duration(expiring_within, "expiring_within")
-        rows = [r for r in rows if r[1].end is not None and r[1].end <= limit]
     return rows
 
 
 def describe_rows(rows, resolver, names):
     out = []
     for item, window, effective, inst in rows:
-        principal = names.get((item.get("principalId") or "").lower())
-        role = resolver.role_by_id(item.get("roleDefinitionId"))
         used = (inst or {}).get("activatedUsing")
-        entry = {
-            "id": item.get("id"),
-            "principal_id": item.get("principalId"),
-            "principal_name": principal.display_name if principal else None,
-            "principal_type": principal.type if principal else None,
-            "role_definition_id": item.get("roleDefinitionId"),
-            "role_name": role.display_name if role else None,
-            "directory_scope_id": item.get("directoryScopeId") or "/",
-            "app_scope_id": item.get("appScopeId"),
-            "assignment_type": item.get("assignmentType") or "Assigned",
-            "member_type": item.get("memberType") or "Direct",
-            "status": item.get("status") or ("Provisioned" if effective else None),
-            "in_effect": effective,
-            "role_assignment_origin_id": (inst or {}).get("roleAssignmentOriginId"),
-            "activated_using": snake_case_keys(used) if used else None,
-            "eligibility_id": (used or {}).get("roleEligibilityScheduleId") or (used or {}).get("id") if used else None,
-        }
-        entry.update(sched.describe(window))
-        out.append(entry)
-    out.sort(
-        key=lambda e: (
-            (e["role_name"] or "").lower(),
-            (e["principal_name"] or "").lower(),
-            e["directory_scope_id"],
-            e["assignment_type"],
+        entry = pim.describe_listed(resolver, names, item, window, effective)
+        entry.update(
+            assignment_type=item.get("assignmentType") or "Assigned",
+            status=item.get("status") or ("Provisioned" if effective else None),
+            role_assignment_origin_id=(inst or {}).get("roleAssignmentOriginId"),
+            activated_using=snake_case_keys(used) if used else None,
+            eligibility_id=(used or {}).get("roleEligibilityScheduleId") or (used or {}).get("id") if used else None,
         )
-    )
-    return out
+        out.append(entry)
+    return pim.sort_listed(out, "assignment_type")
 
 
 def run(module):
     p = module.params
     now = datetime.now(timezone.utc)
-    if p["expiring_within"]:
-        sched.parse_duration(p["expiring_within"], "expiring_within")  # bad input fails before any request
+    pim.check_list_filters(p["directory_scope"], p["expiring_within"])  # bad input fails before any request
     if p["current_user"] and p["principal"]:
         raise InputError(
             "principal and current_user=true exclude each other: current_user lists the signed-in user's roles"
         )
-    scope_id = _resolve.directory_scope_local(p["directory_scope"]) if p["directory_scope"] else None
 
     client = module.client
     names = {}
@@ -321,25 +268,18 @@ def run(module):
         user_id, user_name = act.signed_in_user(claims)
         names[user_id] = _resolve.Principal(user_id, "user", user_name, claims.get("upn"), None)
     resolver = _resolve.Resolver(client)
-    principal_id = role_id = None
-    if p["principal"]:
-        principal_id = resolver.principal(p["principal"], p["principal_type"]).id
-    if p["role"]:
-        role_id = resolver.role(p["role"]).id
-    if p["directory_scope"] and scope_id is None:
-        scope_id = resolver.directory_scope(p["directory_scope"])
-    resolver.all_roles()  # names for the results, from the cached list
+    principal_id, role_id, scope_id = pim.resolve_filters(
+        client, resolver, p["principal"], p["principal_type"], p["role"], p["directory_scope"]
+    )
 
-    schedules, instances = read_lists(client, principal_id, role_id, p["current_user"])
-    rows = rows_from_lists(schedules, instances, scope_id, p["assignment_type"], p["expiring_within"], now)
-    wanted = {(r[0].get("principalId") or "").lower() for r in rows} - set(names)
-    if wanted:
-        try:
-            names.update(resolver.principals_by_ids(list(wanted)))
-        except GraphError as err:
-            if not p["current_user"] or err.status not in (401, 403):
-                raise
-            # An ordinary user may not read directory objects: leave group names out.
+    schedules, instances = pim.read_lists(
+        client, KIND, principal_id, role_id, p["current_user"], instance_params={"$expand": "activatedUsing"}
+    )
+    rows = pim.expiring(
+        rows_from_lists(schedules, instances, scope_id, p["assignment_type"]), p["expiring_within"], now
+    )
+    # An ordinary user may not read directory objects: then group names are left out.
+    names = pim.name_principals(resolver, rows, names, denied_ok=p["current_user"])
     return dict(changed=False, assignments=describe_rows(rows, resolver, names))
 
 

@@ -146,8 +146,6 @@ from datetime import datetime, timezone
 from ansible_collections.entra.pim.plugins.module_utils import _pim as pim
 from ansible_collections.entra.pim.plugins.module_utils import _resolve
 from ansible_collections.entra.pim.plugins.module_utils import _schedule as sched
-from ansible_collections.entra.pim.plugins.module_utils._errors import GraphError
-from ansible_collections.entra.pim.plugins.module_utils._graph import odata_quote
 from ansible_collections.entra.pim.plugins.module_utils._module import PimModule
 
 ARGUMENT_SPEC = dict(
@@ -161,28 +159,8 @@ ARGUMENT_SPEC = dict(
 KIND = pim.KINDS["eligibility"]
 
 
-def list_eligibilities(
-    client, resolver, principal_id=None, role_id=None, scope_id=None, expiring_within=None, now=None
-):
-    """Schedules and instances (one $batch), filtered server-side by principal and role, named in bulk."""
-    now = now or datetime.now(timezone.utc)
-    clauses = []
-    if principal_id:
-        clauses.append("principalId eq %s" % odata_quote(_resolve.require_guid(principal_id, "principal id")))
-    if role_id:
-        clauses.append("roleDefinitionId eq %s" % odata_quote(_resolve.require_guid(role_id, "role id")))
-    params = {"$filter": " and ".join(clauses)} if clauses else {}
-    reqs = [
-        {"method": "GET", "path": path, "params": params, "url": _resolve.encode_url(path, params)}
-        for path in (KIND.schedules, KIND.instances)
-    ]
-    answers = _resolve.send_all(client, reqs)
-    lists = []
-    for answer in answers:
-        if isinstance(answer, GraphError):
-            raise answer
-        lists.append(_resolve.follow_pages(client, answer))
-    schedules, instances = lists
+def rows_from_lists(schedules, instances, scope_id=None):
+    """Pure: Graph schedules + instances → [(item, window, in_effect)] at the scope (None: every scope)."""
 
     def keep(item):
         if item.get("status") in ("Revoked", "Canceled", "Denied", "Failed"):
@@ -206,61 +184,22 @@ def list_eligibilities(
                     True,
                 )
             )
-    if expiring_within:
-        limit = now + sched.parse_duration(expiring_within, "expiring_within")
-        rows = [r for r in rows if r[1].end is not None and r[1].end <= limit]
-
-    names = resolver.principals_by_ids([r[0].get("principalId") for r in rows]) if rows else {}
-    out = []
-    for item, window, effective in rows:
-        principal = names.get((item.get("principalId") or "").lower())
-        role = resolver.role_by_id(item.get("roleDefinitionId"))
-        entry = {
-            "id": item.get("id"),
-            "principal_id": item.get("principalId"),
-            "principal_name": principal.display_name if principal else None,
-            "principal_type": principal.type if principal else None,
-            "role_definition_id": item.get("roleDefinitionId"),
-            "role_name": role.display_name if role else None,
-            "directory_scope_id": item.get("directoryScopeId") or "/",
-            "app_scope_id": item.get("appScopeId"),
-            "member_type": item.get("memberType") or "Direct",
-            "status": item.get("status"),
-            "in_effect": effective,
-        }
-        entry.update(sched.describe(window))
-        out.append(entry)
-    out.sort(
-        key=lambda e: ((e["role_name"] or "").lower(), (e["principal_name"] or "").lower(), e["directory_scope_id"])
-    )
-    return out
+    return rows
 
 
 def run(module):
     p = module.params
     now = datetime.now(timezone.utc)
-    if p["expiring_within"]:
-        sched.parse_duration(p["expiring_within"], "expiring_within")  # bad input fails before any request
-    if p["directory_scope"]:
-        _resolve.directory_scope_local(p["directory_scope"])  # likewise for a malformed scope id
+    pim.check_list_filters(p["directory_scope"], p["expiring_within"])  # bad input fails before any request
     client = module.client
     resolver = _resolve.Resolver(client)
-    principal_id = role_id = scope_id = None
-    if p["principal"] and p["role"]:
-        # Role list, principal and scope name in one round trip.
-        target = pim.resolve_target(
-            client, resolver, p["role"], p["principal"], p["principal_type"], p["directory_scope"] or "/"
-        )
-        principal_id, role_id = target.principal.id, target.role.id
-        scope_id = target.directory_scope_id if p["directory_scope"] else None
-    else:
-        if p["principal"]:
-            principal_id = resolver.principal(p["principal"], p["principal_type"]).id
-        if p["role"]:
-            role_id = resolver.role(p["role"]).id
-        if p["directory_scope"]:
-            scope_id = resolver.directory_scope(p["directory_scope"])
-    eligibilities = list_eligibilities(client, resolver, principal_id, role_id, scope_id, p["expiring_within"], now)
+    principal_id, role_id, scope_id = pim.resolve_filters(
+        client, resolver, p["principal"], p["principal_type"], p["role"], p["directory_scope"]
+    )
+    schedules, instances = pim.read_lists(client, KIND, principal_id, role_id)
+    rows = pim.expiring(rows_from_lists(schedules, instances, scope_id), p["expiring_within"], now)
+    names = pim.name_principals(resolver, rows)
+    eligibilities = pim.sort_listed([pim.describe_listed(resolver, names, *row) for row in rows])
     return dict(changed=False, eligibilities=eligibilities)
 
 
