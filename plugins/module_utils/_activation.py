@@ -14,6 +14,7 @@ The flow of pim_role_activation:
     p       = plan(Desired(...), state, policy, now)         # pure: none | activate | extend | deactivate | cancel
     ...send p.body (isValidationOnly in check mode), then wait_for(...) when asked
 
+``run(module)`` at the end is the whole task of the module, built on the pure parts above.
 Everything that decides is pure and takes ``now``; the one loop (``wait_for``) takes its
 ``sleep`` and ``monotonic`` so tests run it without waiting. Graph's own clock may differ from
 ours (and the sandbox's clock can be moved), so waits poll Graph instead of trusting a
@@ -26,13 +27,13 @@ import json
 import re
 import time
 from collections import namedtuple
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from urllib.parse import unquote
 
-from ansible_collections.entra.pim.plugins.module_utils import _pim
+from ansible_collections.entra.pim.plugins.module_utils import _pim, _resolve
 from ansible_collections.entra.pim.plugins.module_utils import _schedule as sched
-from ansible_collections.entra.pim.plugins.module_utils._errors import AuthError, GraphError
-from ansible_collections.entra.pim.plugins.module_utils._graph import odata_quote
+from ansible_collections.entra.pim.plugins.module_utils._errors import AuthError, GraphError, InputError, PimError
+from ansible_collections.entra.pim.plugins.module_utils._graph import odata_quote, snake_case_keys
 from ansible_collections.entra.pim.plugins.module_utils._resolve import encode_url, require_guid
 
 BASE = "/roleManagement/directory"
@@ -616,3 +617,471 @@ def describe_activation(target, schedule, eligibility=None, status=None):
     }
     out.update(sched.describe(window))
     return out
+
+
+# ------------------------------------------------------------------ the task (reads and writes)
+#
+# pim_role_activation's run: read, plan (above, pure), then send, confirm and wait. Only this
+# part talks to Graph or the clock.
+
+# Tests replace these to run the wait loops without waiting.
+SLEEP = time.sleep
+MONOTONIC = time.monotonic
+
+
+def _now():
+    return datetime.now(timezone.utc)
+
+
+class Task:
+    """One run of the module: the reads, the decision and the writes, with what they found."""
+
+    def __init__(self, module):
+        self.module = module
+        self.p = module.params
+        self.client = module.client
+        self.resolver = _resolve.Resolver(self.client)
+        self.claims = {}
+        self.target = None
+        self.state = None
+        self.rules = None
+        self.policy = None
+        self.policy_read = False
+
+    # -------------------------------------------------------------- reading
+
+    def read(self, now):
+        p = self.p
+        self.claims = self.client.token_claims()
+        require_delegated(self.claims, self.client.auth_method)
+        user_id, user_name = signed_in_user(self.claims)
+        scope_id = _resolve.directory_scope_local(p["directory_scope"])
+
+        named = []
+        if not self.resolver.roles_cached():
+            named.append(("roles", self.resolver.role_list_request()))
+        named.extend(read_requests())
+        if scope_id is None:
+            named.append(("scope", _resolve.directory_scope_request(p["directory_scope"])))
+        found = {}
+        answers = _resolve.send_all(self.client, [req for _name, req in named])
+        for (name, _req), answer in zip(named, answers, strict=True):
+            if isinstance(answer, GraphError):
+                if name == "scope":
+                    raise _resolve.directory_scope_error(p["directory_scope"], answer)
+                raise answer
+            found[name] = _resolve.follow_pages(self.client, answer)
+        if "roles" in found:
+            self.resolver.load_roles(found["roles"])
+        if "scope" in found:
+            scope_id = _resolve.directory_scope_from_answer(p["directory_scope"], found["scope"])
+        role = self.resolver.role(p["role"])
+        principal = _resolve.Principal(user_id, "user", user_name, self.claims.get("upn"), None)
+        self.target = _pim.Target(principal, role, scope_id, None)
+        self.state = state_from_answers(
+            user_id, role.id, scope_id, None, found["schedules"], found["requests"], found["eligibilities"]
+        )
+        return self.state
+
+    def reread(self):
+        answers = _resolve.send_all(self.client, [req for _name, req in read_requests(self.target.role.id)])
+        lists = []
+        for answer in answers:
+            if isinstance(answer, GraphError):
+                raise answer
+            lists.append(_resolve.follow_pages(self.client, answer))
+        self.state = state_from_answers(
+            self.target.principal.id, self.target.role.id, self.target.directory_scope_id, None, *lists
+        )
+        return self.state
+
+    def read_policy(self):
+        if not self.policy_read:
+            self.policy_read = True
+            self.rules = _pim.read_policy_rules(self.client, self.target.role.id)
+            self.policy = policy_from_rules(self.rules)
+        return self.policy
+
+    # -------------------------------------------------------------- explaining
+
+    def role_name_of(self, role_id):
+        role = self.resolver.role_by_id(role_id)
+        return role.display_name if role else role_id
+
+    def explain(self, err, body):
+        if (
+            _pim.failed_rules(err.graph_message)
+            or "acrs" in (err.graph_message or "")
+            or err.code
+            in (
+                "RoleAssignmentRequestPolicyValidationFailed",
+                "RoleAssignmentRequestAcrsValidationFailed",
+            )
+        ):
+            self.read_policy()
+        eligible = describe_eligibilities((self.state.eligibilities if self.state else []), self.role_name_of)
+        return explain_error(
+            err,
+            self.target,
+            body,
+            policy=self.policy,
+            rules=self.rules,
+            eligible_text=eligible,
+            claims=self.claims,
+            activation=self.state.activation if self.state else None,
+        )
+
+    # -------------------------------------------------------------- writing
+
+    def post(self, body, confirm=None):
+        """POST a request; a lost answer or an 'already so' answer is confirmed by re-reading (notes §6.2)."""
+        wrapper = _pim.Plan("create", [], None, None, body, [])
+        try:
+            return _pim.execute(self.client, "assignment", wrapper, confirm=confirm, sleep=SLEEP)
+        except GraphError as err:
+            raise self.explain(err, body)
+
+    def validate(self, body):
+        """Ask Graph with isValidationOnly (nothing is persisted); returns its answer, raises explained."""
+        try:
+            return self.client.post(ASSIGNMENT_REQUESTS, dict(body, isValidationOnly=True))
+        except GraphError as err:
+            raise self.explain(err, body)
+
+    def cancel(self, request_id):
+        try:
+            self.client.post("%s/%s/cancel" % (ASSIGNMENT_REQUESTS, request_id), {}, idempotent=True)
+        except GraphError as err:
+            # Already decided or gone: confirm from the pending list instead of failing.
+            pending = {r.get("id") for r in self.reread().pending}
+            if request_id in pending:
+                raise self.explain(err, None)
+
+    def confirm_activation(self):
+        state = self.reread()
+        return state.activation is not None or bool(state.pending)
+
+    def confirm_deactivation(self):
+        return self.reread().activation is None
+
+    def wait_request(self, request, through_approval):
+        """Poll the request until it settles (or wait_timeout). Returns the last view of it."""
+        if not request or not request.get("id"):
+            return request, True
+        if settled(request, through_approval):
+            return request, True
+        last, finished = wait_for(
+            request_reader(self.client, request["id"]),
+            lambda r: settled(r, through_approval),
+            self.p["wait_timeout"],
+            sleep=SLEEP,
+            monotonic=MONOTONIC,
+        )
+        return last or request, finished
+
+    def deactivate(self, body):
+        """selfDeactivate; within 5 minutes of the start, wait (wait=true) or explain when it becomes possible."""
+
+        def attempt():
+            try:
+                return ("done", self.post(body, confirm=self.confirm_deactivation))
+            except GraphError as err:
+                if err.code == "ActiveDurationTooShort":
+                    return ("too_short", err)
+                raise
+
+        first = attempt()
+        if first[0] == "done" or not self.p["wait"]:
+            if first[0] == "too_short":
+                raise first[1]
+            return first[1]
+        last, finished = wait_for(
+            attempt, lambda v: v[0] == "done", self.p["wait_timeout"], sleep=SLEEP, monotonic=MONOTONIC
+        )
+        if not finished:
+            when = deactivation_possible_at(self.state.activation)
+            raise PimError(
+                "Waited %d seconds (wait_timeout) but Graph still refuses to deactivate role '%s' "
+                "(ActiveDurationTooShort); it becomes possible at %s."
+                % (self.p["wait_timeout"], self.target.role.display_name, sched.format_datetime(when) or "later"),
+                error_code="ActiveDurationTooShort",
+            )
+        return last[1]
+
+
+def _window_result(request=None, schedule=None):
+    if request and request.get("scheduleInfo"):
+        window = sched.window_from_schedule_info(request["scheduleInfo"])
+    else:
+        window = window_of(schedule) if schedule else sched.Window(None, None)
+    return sched.format_datetime(window.start), sched.format_datetime(window.end)
+
+
+def run(module):
+    p = module.params
+    now = _now()
+    # Bad input fails before any request.
+    if p["duration"]:
+        sched.parse_duration(p["duration"], "duration")
+    min_remaining = sched.parse_duration(p["min_remaining"], "min_remaining")
+    if p["wait_timeout"] < 0:
+        raise InputError(
+            "wait_timeout %d is negative; give the number of seconds to wait (0 or more)" % p["wait_timeout"]
+        )
+    if p["state"] == "inactive" and (p["duration"] or p["require_active"]):
+        raise InputError("duration and require_active apply to state=active only")
+
+    task = Task(module)
+    state = task.read(now)
+    target = task.target
+
+    # A first plan decides whether the policy is needed (for the default duration).
+    duration, source = activation_duration(p["duration"], None)
+    desired = Desired(p["state"], duration, min_remaining, p["justification"], p["ticket_number"], p["ticket_system"])
+    decision = plan(desired, state, target, now)
+    if decision.action in ("activate", "extend") and not p["duration"]:
+        duration, source = activation_duration(None, task.read_policy())
+        if source == "fallback":
+            module.warn(
+                "Could not read the PIM policy of role '%s' for its longest activation; asking for %s. Set duration, "
+                "or grant RoleManagementPolicy.Read.Directory."
+                % (target.role.display_name, sched.format_duration(duration))
+            )
+        desired = desired._replace(duration=duration)
+        decision = plan(desired, state, target, now)
+    elif decision.action in ("activate", "extend") and not module.check_mode:
+        # A duration above the role's maximum is refused here, before anything is sent (notes §6.2 ExpirationRule).
+        policy = task.read_policy()
+        too_long = policy is not None and policy.expiration_required and policy.max_duration is not None
+        if too_long and duration > policy.max_duration:
+            raise InputError(
+                explain_rule(
+                    "ExpirationRule",
+                    target.role.display_name,
+                    target.directory_scope_id,
+                    policy,
+                    task.rules,
+                    decision.body,
+                    "",
+                ),
+                duration=p["duration"],
+            )
+
+    before = describe_activation(target, state.activation, state.eligibility) if state.activation else None
+    result = dict(
+        changed=decision.action != "none",
+        action_taken="none",
+        status=decision.status,
+        changes=decision.reasons,
+        role_name=target.role.display_name,
+        directory_scope_id=target.directory_scope_id,
+        duration=None,
+        activation=before,
+    )
+    result["start"], result["end"] = _window_result(schedule=state.activation)
+    if decision.action in ("activate", "extend"):
+        result["duration"] = sched.format_duration(duration)
+        result["duration_source"] = source
+    if state.pending:
+        result["request"] = snake_case_keys(state.pending[0])
+
+    if decision.action == "none":
+        _finish_pending(task, result, state)
+    elif decision.action == "activate":
+        _activate(task, result, decision.body)
+    elif decision.action == "extend":
+        _extend(task, result, decision)
+    elif decision.action == "deactivate":
+        _deactivate(task, result, decision.body)
+    else:  # cancel
+        result["action_taken"] = "canceled"
+        result["status"] = "inactive"
+        if not module.check_mode:
+            for request_id in decision.cancel_ids:
+                task.cancel(request_id)
+
+    if module._diff:
+        result["diff"] = {"before": before or {}, "after": result.get("activation") or {}}
+    if p["require_active"] and result["status"] not in ("active", "assigned"):
+        raise PimError(_not_active_message(task, result), status_word=result["status"], request=result.get("request"))
+    return result
+
+
+def _finish_pending(task, result, state):
+    """Nothing to send; with wait + require_active, wait for a pending request to be decided."""
+    p = task.p
+    if not (state.pending and p["wait"] and p["require_active"]) or task.module.check_mode:
+        return
+    request, _finished = task.wait_request(state.pending[0], through_approval=True)
+    _apply_request(task, result, request)
+
+
+def _apply_request(task, result, request):
+    """Put a (possibly re-read) request into the result: status, window, activation."""
+    if not request:
+        return
+    result["request"] = snake_case_keys(request)
+    result["status"] = status_of_request(request)
+    if result["status"] in ("active", "provisioning", "pending_approval"):
+        result["start"], result["end"] = _window_result(request=request)
+    if result["status"] == "active":
+        schedule = dict(request, id=request.get("targetScheduleId") or request.get("id"), assignmentType="Activated")
+        result["activation"] = describe_activation(task.target, schedule, task.state.eligibility, "Provisioned")
+
+
+def _activate(task, result, body):
+    module, p = task.module, task.p
+    result["action_taken"] = "activated"
+    if module.check_mode:
+        task.validate(body)
+        policy = task.read_policy()
+        result["status"] = "pending_approval" if policy is not None and policy.require_approval else "active"
+        return
+    outcome = task.post(body, confirm=task.confirm_activation)
+    request = outcome.request
+    if request is None:  # confirmed by a re-read after a lost answer
+        state = task.state
+        request = state.pending[0] if state.pending else None
+        if request is None and state.activation is not None:
+            result["status"] = "active"
+            result["activation"] = describe_activation(task.target, state.activation, state.eligibility)
+            result["start"], result["end"] = _window_result(schedule=state.activation)
+            return
+    if p["wait"]:
+        request, finished = task.wait_request(request, through_approval=p["require_active"])
+        if not finished:
+            _apply_request(task, result, request)
+            raise PimError(_not_active_message(task, result, waited=True), status_word=result["status"])
+    _apply_request(task, result, request)
+    if result["status"] in ("denied", "failed", "canceled", "revoked"):
+        raise PimError(_not_active_message(task, result), status_word=result["status"], request=result.get("request"))
+
+
+def _extend(task, result, decision):
+    module, p = task.module, task.p
+    if module.check_mode:
+        result["action_taken"] = "extended"
+        try:
+            answer = task.validate(decision.body) or {}
+        except GraphError as err:
+            if err.details.get("failed_rules"):
+                raise
+            result["action_taken"] = "reactivated"
+            result["extend_refused"] = err.msg
+            return
+        if answer.get("status") in APPROVAL:
+            # The same decision the real run makes (see below), without sending anything.
+            policy = task.read_policy()
+            if policy is None or policy.require_approval:
+                result["action_taken"] = "extension_requested"
+                result["status"] = "pending_approval"
+            else:
+                result["action_taken"] = "reactivated"
+                result["extend_refused"] = "Graph would send the extension to an administrator (%s)" % answer["status"]
+        return
+    refused = None
+    request = None
+    try:
+        request = task.post(decision.body).request
+    except GraphError as err:
+        if err.details.get("failed_rules") or err.code == "RoleAssignmentRequestAcrsValidationFailed":
+            raise
+        refused = err.msg
+    if request is not None:
+        status = request.get("status")
+        if status in IN_EFFECT or status in PROVISIONING:
+            result["action_taken"] = "extended"
+            if p["wait"]:
+                request, _finished = task.wait_request(request, through_approval=False)
+            _apply_request(task, result, request)
+            return
+        if status in APPROVAL:
+            policy = task.read_policy()
+            if policy is None or policy.require_approval:
+                # Ending the activation now would leave the user without the role until an approver decides.
+                result["action_taken"] = "extension_requested"
+                result["request"] = snake_case_keys(request)
+                result["status"] = "pending_approval"
+                if p["wait"] and p["require_active"]:
+                    request, _finished = task.wait_request(request, through_approval=True)
+                    if request and request.get("status") in IN_EFFECT:
+                        task.reread()
+                        result["request"] = snake_case_keys(request)
+                        result["status"] = "active"
+                        result["activation"] = describe_activation(
+                            task.target, task.state.activation, task.state.eligibility
+                        )
+                        result["start"], result["end"] = _window_result(schedule=task.state.activation)
+                return
+            task.cancel(request["id"])
+            refused = "Graph sent the extension (request %s) to an administrator for a decision (%s)" % (
+                request.get("id"),
+                status,
+            )
+        else:
+            refused = "Graph answered the extension request with status %s" % status
+    # Fall back: end the activation and activate again for the full duration.
+    result["action_taken"] = "reactivated"
+    result["extend_refused"] = refused
+    task.deactivate(request_body("selfDeactivate", task.target))
+    fresh = request_body("selfActivate", task.target, Desired("active", *_desired_tail(decision)), _now())
+    _activate(task, result, fresh)
+    result["action_taken"] = "reactivated"
+
+
+def _desired_tail(decision):
+    """(duration, min_remaining, justification, ticket_number, ticket_system) back from a planned body."""
+    body = decision.fallback or decision.body
+    duration = sched.parse_duration(body["scheduleInfo"]["expiration"]["duration"])
+    ticket = body.get("ticketInfo") or {}
+    return duration, None, body.get("justification"), ticket.get("ticketNumber"), ticket.get("ticketSystem")
+
+
+def _deactivate(task, result, body):
+    module = task.module
+    result["action_taken"] = "deactivated"
+    if module.check_mode:
+        try:
+            task.validate(body)
+        except GraphError as err:
+            if err.code != "ActiveDurationTooShort" or not task.p["wait"]:
+                raise
+            when = deactivation_possible_at(task.state.activation)
+            result["changes"] = result["changes"] + [
+                "would wait until %s to deactivate (5 minutes after activation)" % sched.format_datetime(when)
+            ]
+        result["status"] = "inactive"
+        result["activation"] = None
+        return
+    outcome = task.deactivate(body)
+    if outcome is not None and outcome.request:
+        result["request"] = snake_case_keys(outcome.request)
+    result["status"] = "inactive"
+    result["activation"] = None
+    result["start"] = result["end"] = None
+
+
+def _not_active_message(task, result, waited=False):
+    role = task.target.role.display_name
+    request = result.get("request") or {}
+    rid = request.get("id")
+    status = result["status"]
+    if waited:
+        return (
+            "Waited %d seconds (wait_timeout) but the activation of role '%s' is not in effect: request %s is %s."
+            % (task.p["wait_timeout"], role, rid, request.get("status") or status)
+        )
+    if status == "pending_approval":
+        return (
+            "The activation of role '%s' is waiting for approval (request %s), and require_active is true. The "
+            "request stays pending; run again after an approver decides, or set wait=true to wait for the decision."
+            % (role, rid)
+        )
+    if status in ("denied", "failed", "canceled", "revoked"):
+        return "The activation request %s for role '%s' was %s%s." % (
+            rid,
+            role,
+            status,
+            " by an approver" if status == "denied" else "",
+        )
+    return "Role '%s' is not active (status %s), and require_active is true." % (role, status)

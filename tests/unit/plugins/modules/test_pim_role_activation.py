@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl, unquote
 
 import pytest
 from ansible.module_utils.testing import patch_module_args
-from ansible_collections.entra.pim.plugins.module_utils import _resolve
+from ansible_collections.entra.pim.plugins.module_utils import _activation, _resolve
 from ansible_collections.entra.pim.plugins.module_utils import _schedule as sched
 from ansible_collections.entra.pim.plugins.module_utils._errors import GraphError
 from ansible_collections.entra.pim.plugins.module_utils._graph import GraphClient
@@ -230,9 +230,9 @@ def graph(monkeypatch):
     sleeper = Sleeper(fake)
     fake.sleeper = sleeper
     monkeypatch.setattr(PimModule, "client", property(lambda self: fake))
-    monkeypatch.setattr(pim_role_activation, "_now", lambda: fake.now)
-    monkeypatch.setattr(pim_role_activation, "SLEEP", sleeper.sleep)
-    monkeypatch.setattr(pim_role_activation, "MONOTONIC", sleeper.monotonic)
+    monkeypatch.setattr(_activation, "_now", lambda: fake.now)
+    monkeypatch.setattr(_activation, "SLEEP", sleeper.sleep)
+    monkeypatch.setattr(_activation, "MONOTONIC", sleeper.monotonic)
     _resolve._ROLE_CACHE.clear()
     yield fake
     _resolve._ROLE_CACHE.clear()
