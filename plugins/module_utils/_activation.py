@@ -36,12 +36,10 @@ from ansible_collections.entra.pim.plugins.module_utils._errors import AuthError
 from ansible_collections.entra.pim.plugins.module_utils._graph import odata_quote, snake_case_keys
 from ansible_collections.entra.pim.plugins.module_utils._resolve import encode_url, require_guid
 
-BASE = "/roleManagement/directory"
-ASSIGNMENT_SCHEDULES = BASE + "/roleAssignmentSchedules"
-ASSIGNMENT_INSTANCES = BASE + "/roleAssignmentScheduleInstances"
-ASSIGNMENT_REQUESTS = BASE + "/roleAssignmentScheduleRequests"
-ELIGIBILITY_INSTANCES = BASE + "/roleEligibilityScheduleInstances"
-CURRENT_USER = "/filterByCurrentUser(on='principal')"
+ASSIGNMENT_SCHEDULES = _pim.KINDS["assignment"].schedules
+ASSIGNMENT_REQUESTS = _pim.KINDS["assignment"].requests
+ELIGIBILITY_INSTANCES = _pim.KINDS["eligibility"].instances
+CURRENT_USER = _pim.CURRENT_USER
 
 # Graph refuses selfDeactivate within 5 minutes of the activation's start (notes §6.2, §8).
 MIN_ACTIVE = timedelta(minutes=5)
@@ -104,21 +102,16 @@ Policy = namedtuple(
 Policy.__doc__ = "The activation settings of a role (rules *_EndUser_Assignment, notes §3.10); values may be None."
 
 
-def _rule(rules, rule_id):
-    for rule in rules or []:
-        if rule.get("id") == rule_id:
-            return rule
-    return None
-
-
 def policy_from_rules(rules):
     """The role's rules (Graph dicts) → Policy, or None when the rules could not be read."""
     if rules is None:
         return None
-    expiration = _rule(rules, "Expiration_EndUser_Assignment") or {}
-    enabled = {str(e).lower() for e in (_rule(rules, "Enablement_EndUser_Assignment") or {}).get("enabledRules") or []}
-    approval = (_rule(rules, "Approval_EndUser_Assignment") or {}).get("setting") or {}
-    context = _rule(rules, "AuthenticationContext_EndUser_Assignment") or {}
+    expiration = _pim.find_rule(rules, "Expiration_EndUser_Assignment") or {}
+    enabled = {
+        str(e).lower() for e in (_pim.find_rule(rules, "Enablement_EndUser_Assignment") or {}).get("enabledRules") or []
+    }
+    approval = (_pim.find_rule(rules, "Approval_EndUser_Assignment") or {}).get("setting") or {}
+    context = _pim.find_rule(rules, "AuthenticationContext_EndUser_Assignment") or {}
     maximum = expiration.get("maximumDuration")
     try:
         max_duration = sched.parse_duration(maximum, "maximumDuration") if maximum else None
@@ -582,18 +575,7 @@ def explain_error(err, target, request, policy=None, rules=None, eligible_text="
         )
     else:
         return _pim.explain_graph_error(err, "assignment", target, request, rules)
-    return GraphError(
-        msg,
-        status=err.status,
-        code=err.code,
-        graph_message=err.graph_message,
-        request_id=err.request_id,
-        client_request_id=err.client_request_id,
-        method=err.method,
-        url=err.url,
-        attempts=err.attempts,
-        failed_rules=names or None,
-    )
+    return _pim.reworded(err, msg, attempts=err.attempts, failed_rules=names or None)
 
 
 # ------------------------------------------------------------------ results
@@ -684,12 +666,7 @@ class Task:
         return self.state
 
     def reread(self):
-        answers = _resolve.send_all(self.client, [req for _name, req in read_requests(self.target.role.id)])
-        lists = []
-        for answer in answers:
-            if isinstance(answer, GraphError):
-                raise answer
-            lists.append(_resolve.follow_pages(self.client, answer))
+        lists = _pim.read_all(self.client, [req for _name, req in read_requests(self.target.role.id)])
         self.state = state_from_answers(
             self.target.principal.id, self.target.role.id, self.target.directory_scope_id, None, *lists
         )

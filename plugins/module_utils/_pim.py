@@ -286,14 +286,20 @@ def current_from_answers(kind, target, schedules, requests=None):
     return Current(schedule, window, pending, inherited, other)
 
 
+def read_all(client, requests):
+    """Batch-ready GETs → their lists (every page), in order, in one round trip; an error answer raises."""
+    lists = []
+    for answer in send_all(client, requests):
+        if isinstance(answer, GraphError):
+            raise answer
+        lists.append(follow_pages(client, answer))
+    return lists
+
+
 def read_current(client, kind, target, include_pending=False):
     """Read one target's state: schedules (+ pending requests in the same $batch). 1 round trip."""
     named = read_requests(kind, target, include_pending=include_pending)
-    found = {}
-    for (name, _req), answer in zip(named, send_all(client, [pair[1] for pair in named]), strict=True):
-        if isinstance(answer, GraphError):
-            raise answer
-        found[name] = follow_pages(client, answer)
+    found = dict(zip([pair[0] for pair in named], read_all(client, [pair[1] for pair in named]), strict=True))
     return current_from_answers(kind, target, found["schedules"], found.get("requests"))
 
 
@@ -577,7 +583,8 @@ def _caller(request):
     return "EndUser" if action.lower().startswith("self") else "Admin"
 
 
-def _rule(rules, rule_id):
+def find_rule(rules, rule_id):
+    """The rule with this id (e.g. Expiration_Admin_Eligibility) among a policy's rules, or None."""
     for rule in rules or []:
         if rule.get("id") == rule_id:
             return rule
@@ -614,7 +621,7 @@ def explain_rule(name, role_name, rules, request, level):
     nouns, noun = _nouns(caller, level)
     role = "role '%s'" % role_name
     if name == "ExpirationRule":
-        rule = _rule(rules, "Expiration_%s_%s" % (caller, level))
+        rule = find_rule(rules, "Expiration_%s_%s" % (caller, level))
         asked = _asked(request)
         article = "an" if noun[0] in "aeiou" else "a"
         asked_text = "%s %s of %s" % (article, noun, asked) if asked else "a permanent %s" % noun
@@ -732,6 +739,11 @@ def explain_graph_error(err, kind, target=None, request=None, policy_rules=None)
         msg = "Could not manage the %s of %s for role '%s': %s" % (kind.noun, who, role_name, err.msg)
     else:
         return err
+    return reworded(err, msg, attempts=err.attempts, failed_rules=failed_rules(err.graph_message) or None)
+
+
+def reworded(err, msg, **details):
+    """The same GraphError (status, code, Graph's message, request ids, method, URL) with our message."""
     return GraphError(
         msg,
         status=err.status,
@@ -741,8 +753,7 @@ def explain_graph_error(err, kind, target=None, request=None, policy_rules=None)
         client_request_id=err.client_request_id,
         method=err.method,
         url=err.url,
-        attempts=err.attempts,
-        failed_rules=failed_rules(err.graph_message) or None,
+        **details,
     )
 
 
@@ -812,12 +823,8 @@ def read_lists(client, kind, principal_id=None, role_id=None, current_user=False
         reqs.append(
             {"method": "GET", "path": path + suffix, "params": params, "url": encode_url(path + suffix, params)}
         )
-    lists = []
-    for answer in send_all(client, reqs):
-        if isinstance(answer, GraphError):
-            raise answer
-        lists.append(follow_pages(client, answer))
-    return lists[0], lists[1]
+    schedules, instances = read_all(client, reqs)
+    return schedules, instances
 
 
 def expiring(rows, expiring_within, now):
@@ -1032,7 +1039,8 @@ def explain_assignment_error(client, kind, err, target, body, current):
     if err.code != "RoleAssignmentExists" or activation is None:
         return explain_write_error(client, kind, err, target, body)
     window = sched.window_from_schedule_info(activation.get("scheduleInfo"))
-    return GraphError(
+    return reworded(
+        err,
         "'%s' has role '%s' activated at scope '%s' (an activation of an eligible role, until %s); Graph does "
         "not create an active assignment while that activation is in effect. Wait until it ends, or have the "
         "user deactivate it (entra.pim.pim_role_activation state=inactive), then run again (RoleAssignmentExists)."
@@ -1042,11 +1050,4 @@ def explain_assignment_error(client, kind, err, target, body, current):
             target.directory_scope_id or "/",
             sched.format_datetime(window.end) or "it is deactivated",
         ),
-        status=err.status,
-        code=err.code,
-        graph_message=err.graph_message,
-        request_id=err.request_id,
-        client_request_id=err.client_request_id,
-        method=err.method,
-        url=err.url,
     )
