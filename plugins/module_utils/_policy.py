@@ -881,6 +881,11 @@ def policy_assignments_params(role_ids=None):
     return {"$filter": flt, "$expand": "policy($expand=rules)"}
 
 
+def resolve_roles(resolver, names):
+    """Role names, ids or template ids → Role tuples in the order given, each role once."""
+    return list({r.id: r for r in resolver.roles(names)}.values())
+
+
 def read_policy_assignments(client, roles=None):
     """Policy assignments (with policy and rules) for ``roles`` (Role tuples; None = every role).
 

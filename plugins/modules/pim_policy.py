@@ -360,7 +360,7 @@ def run(module):
 
     client = module.client
     resolver = Resolver(client)
-    roles = list({r.id: r for r in resolver.roles(params["roles"])}.values())
+    roles = _policy.resolve_roles(resolver, params["roles"])
 
     known_names = {}
     approvers = (desired.get("activation") or {}).get("approvers")

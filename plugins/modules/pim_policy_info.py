@@ -212,7 +212,7 @@ def run(module):
     names = module.params["roles"]
     roles = None
     if names:
-        roles = list({r.id: r for r in resolver.roles(names)}.values())
+        roles = _policy.resolve_roles(resolver, names)
     pairs = _policy.read_policy_assignments(module.client, roles)
     policies = _policy.describe_policies(resolver, pairs)
     if roles is None:
