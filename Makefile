@@ -62,7 +62,7 @@ sanity: venv
 	cd $(SANITY_ROOT) && $(CURDIR)/$(BIN)/ansible-test sanity --venv --python 3.11 --color no
 
 ansible-lint: venv collection
-	$(BIN)/ansible-lint --offline
+	$(BIN)/ansible-lint
 
 # Pytest runs last so its summary closes the output. Each worker starts (and always stops)
 # its own sandbox on a free loopback port. The fault matrix keeps each fault's play on one
