@@ -14,7 +14,6 @@ import os
 import stat
 import uuid
 from datetime import datetime, timedelta, timezone
-from urllib.parse import parse_qsl, unquote
 
 import pytest
 from ansible.module_utils.testing import patch_module_args
@@ -24,6 +23,7 @@ from ansible_collections.entra.pim.plugins.module_utils._errors import GraphErro
 from ansible_collections.entra.pim.plugins.module_utils._graph import GraphClient
 from ansible_collections.entra.pim.plugins.module_utils._module import PimModule
 from ansible_collections.entra.pim.plugins.modules import pim_role_activation
+from graph_fake import FakeClient, run_module
 
 UTC = timezone.utc
 ALICE = "10000000-0000-4000-8000-000000000002"
@@ -43,17 +43,15 @@ def ts(dt):
     return sched.format_datetime(dt)
 
 
-class FakeGraph:
-    graph_url = "https://fake.graph"
+class FakeGraph(FakeClient):
     auth_method = "access_token"
 
     def __init__(self):
+        super().__init__()
         self.now = datetime(2026, 11, 29, 10, 0, 0, tzinfo=UTC)
         self.claims = dict(DELEGATED)
         self.eligible = {SEC_ADMIN}
         self.schedules = {}  # id -> activation schedule
-        self.requests = []
-        self.writes = []
         self.rules = {
             "Expiration_EndUser_Assignment": {"isExpirationRequired": True, "maximumDuration": "PT8H"},
             "Enablement_EndUser_Assignment": {"enabledRules": ["MultiFactorAuthentication", "Justification"]},
@@ -177,34 +175,9 @@ class FakeGraph:
 
     # --------------------------------------------------------------- client interface
 
-    def list(self, path, params=None):
-        return list(self._collection(path, params))
-
-    def post(self, path, body, params=None, idempotent=False):
-        if path.endswith("/cancel"):
-            rid = path.split("/")[-2]
-            for r in self.requests:
-                if r["id"] == rid:
-                    r["status"] = "Canceled"
-            self.writes.append("cancel")
-            return None
+    def _post(self, path, body):
         assert path == BASE + "roleAssignmentScheduleRequests", path
         return self._schedule_request(body)
-
-    def batch(self, requests):
-        out = []
-        for req in requests:
-            path, _sep, query = req["url"].partition("?")
-            params = {k: unquote(v) for k, v in parse_qsl(query, keep_blank_values=True)}
-            try:
-                out.append({"id": req["id"], "status": 200, "body": {"value": self._collection(path, params)}})
-            except GraphError as err:
-                out.append({"id": req["id"], "status": err.status, "body": {"error": {"code": err.code}}})
-        return out
-
-    def raise_for_item(self, resp):
-        if resp["status"] >= 400:
-            raise GraphError("item", status=resp["status"], code=resp["body"]["error"]["code"])
 
 
 class Sleeper:
@@ -242,11 +215,7 @@ def activate(capsys, check_mode=False, diff=False, **args):
     args.setdefault("role", "Security Administrator")
     args.setdefault("auth_method", "access_token")
     args.setdefault("access_token", "not-used-by-the-fake")
-    args.update(_ansible_check_mode=check_mode, _ansible_diff=diff)
-    _resolve._ROLE_CACHE.clear()
-    with patch_module_args(args), pytest.raises(SystemExit):
-        pim_role_activation.main()
-    return json.loads(capsys.readouterr().out)
+    return run_module(pim_role_activation, capsys, check_mode=check_mode, diff=diff, **args)
 
 
 # ------------------------------------------------------------------ activate / unchanged / deactivate

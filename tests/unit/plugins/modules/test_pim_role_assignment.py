@@ -8,17 +8,14 @@ Graph's raw rule list.
 
 from __future__ import annotations
 
-import json
-import re
 import uuid
-from urllib.parse import parse_qsl, unquote
 
 import pytest
-from ansible.module_utils.testing import patch_module_args
 from ansible_collections.entra.pim.plugins.module_utils import _resolve
 from ansible_collections.entra.pim.plugins.module_utils._errors import GraphError
 from ansible_collections.entra.pim.plugins.module_utils._module import PimModule
 from ansible_collections.entra.pim.plugins.modules import pim_role_assignment, pim_role_assignment_info
+from graph_fake import FakeClient, matches, run
 
 ALICE = "10000000-0000-4000-8000-000000000002"
 HELPDESK = "20000000-0000-4000-8000-000000000001"
@@ -42,31 +39,12 @@ ROLES = [
 TABLES = {"/users": "user", "/groups": "group", "/servicePrincipals": "servicePrincipal"}
 
 
-def _matches(flt, obj):
-    """`a eq 'x'` clauses joined by `and` / `or`: enough for what the modules send."""
-    if not flt:
-        return True
-    for alternative in re.split(r" or (?=\w+ eq ')", flt):
-        clauses = re.split(r" and (?=\w+ eq ')", alternative)
-        ok = True
-        for clause in clauses:
-            match = re.fullmatch(r"(\w+) eq '((?:[^']|'')*)'", clause.strip())
-            assert match, clause
-            if str(obj.get(match.group(1)) or "").lower() != match.group(2).replace("''", "'").lower():
-                ok = False
-        if ok:
-            return True
-    return False
-
-
-class FakeGraph:
-    graph_url = "https://fake.graph"
+class FakeGraph(FakeClient):
     auth_method = "client_secret"
 
     def __init__(self):
+        super().__init__()
         self.schedules = {}
-        self.requests = []
-        self.writes = []
         self.require_justification = True  # Enablement_Admin_Assignment default (notes §3.10)
         self.claims = {"roles": ["RoleManagement.ReadWrite.Directory"], "idtyp": "app"}
 
@@ -87,17 +65,17 @@ class FakeGraph:
         if path == BASE + "roleDefinitions":
             return ROLES
         if path in TABLES:
-            return [o for k, o in OBJECTS.values() if k == TABLES[path] and _matches(flt, o)]
+            return [o for k, o in OBJECTS.values() if k == TABLES[path] and matches(flt, o)]
         if path.startswith(BASE + "roleAssignmentSchedules"):
-            return [s for s in self.schedules.values() if _matches(flt, s)]
+            return [s for s in self.schedules.values() if matches(flt, s)]
         if path.startswith(BASE + "roleAssignmentScheduleInstances"):
             return [
                 dict(s, id=s["id"] + "-i", roleAssignmentScheduleId=s["id"], roleAssignmentOriginId=s["id"] + "-o",
                      activatedUsing={"id": "ei", "roleEligibilityScheduleId": "es"} if s["assignmentType"] == "Activated" else None)
-                for s in self.schedules.values() if _matches(flt, s)
+                for s in self.schedules.values() if matches(flt, s)
             ]  # fmt: skip
         if path == BASE + "roleAssignmentScheduleRequests":
-            return [r for r in self.requests if _matches(flt, r)]
+            return [r for r in self.requests if matches(flt, r)]
         if path == "/policies/roleManagementPolicyAssignments":
             return [{"policy": {"rules": [{"id": "Enablement_Admin_Assignment", "enabledRules": ["Justification"]}]}}]
         raise AssertionError("unexpected GET " + path)
@@ -143,35 +121,6 @@ class FakeGraph:
         self.requests.append(answer)
         return answer
 
-    def list(self, path, params=None):
-        return list(self._collection(path, params))
-
-    def post(self, path, body, params=None, idempotent=False):
-        if path.endswith("/cancel"):
-            rid = path.split("/")[-2]
-            for r in self.requests:
-                if r["id"] == rid:
-                    r["status"] = "Canceled"
-            self.writes.append("cancel")
-            return None
-        return self._post(path, body)
-
-    def batch(self, requests):
-        out = []
-        for req in requests:
-            path, _sep, query = req["url"].partition("?")
-            params = {k: unquote(v) for k, v in parse_qsl(query, keep_blank_values=True)}
-            try:
-                body = self._post(path, req["body"]) if req["method"] == "POST" else {"value": self._collection(path, params)}  # fmt: skip
-                out.append({"id": req["id"], "status": 200, "body": body})
-            except GraphError as err:
-                out.append({"id": req["id"], "status": err.status or 400, "body": {"error": {"code": err.code}}})
-        return out
-
-    def raise_for_item(self, resp):
-        if resp["status"] >= 400:
-            raise GraphError("item", status=resp["status"], code=resp["body"]["error"]["code"])
-
 
 @pytest.fixture()
 def graph(monkeypatch):
@@ -180,15 +129,6 @@ def graph(monkeypatch):
     _resolve._ROLE_CACHE.clear()
     yield fake
     _resolve._ROLE_CACHE.clear()
-
-
-def run(module, capsys, check_mode=False, diff=False, **args):
-    args.setdefault("tenant_id", "t")
-    args.update(_ansible_check_mode=check_mode, _ansible_diff=diff)
-    _resolve._ROLE_CACHE.clear()
-    with patch_module_args(args), pytest.raises(SystemExit):
-        module.main()
-    return json.loads(capsys.readouterr().out)
 
 
 def assignment(capsys, **args):

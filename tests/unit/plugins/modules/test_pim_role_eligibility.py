@@ -7,16 +7,14 @@ Graph does (notes §3.1, §4), counts round trips, and can refuse a write with a
 from __future__ import annotations
 
 import json
-import re
 import uuid
-from urllib.parse import parse_qsl, unquote
 
 import pytest
-from ansible.module_utils.testing import patch_module_args
 from ansible_collections.entra.pim.plugins.module_utils import _resolve
 from ansible_collections.entra.pim.plugins.module_utils._errors import GraphError
 from ansible_collections.entra.pim.plugins.module_utils._module import PimModule
 from ansible_collections.entra.pim.plugins.modules import pim_role_eligibility, pim_role_eligibility_info
+from graph_fake import FakeClient, matches, run
 
 ALICE = "10000000-0000-4000-8000-000000000002"
 HELPDESK = "20000000-0000-4000-8000-000000000001"
@@ -49,32 +47,13 @@ ROLES = [
 TABLES = {"/users": "user", "/groups": "group", "/servicePrincipals": "servicePrincipal"}
 
 
-def _matches(flt, obj):
-    """`a eq 'x'` clauses joined by `and` / `or` (no nesting): enough for what the modules send."""
-    if not flt:
-        return True
-    literal = r"'((?:[^']|'')*)'"
-    for alternative in re.split(r" or (?=\w+ eq ')", flt):
-        ok = True
-        for clause in re.split(r" and (?=\w+ eq ')", alternative):
-            match = re.fullmatch(r"(\w+) eq " + literal, clause.strip())
-            assert match, clause
-            if str(obj.get(match.group(1)) or "").lower() != match.group(2).replace("''", "'").lower():
-                ok = False
-        if ok:
-            return True
-    return False
-
-
-class FakeGraph:
-    graph_url = "https://fake.graph"
+class FakeGraph(FakeClient):
     auth_method = "client_secret"
+    canceled_status = "Revoked"
 
     def __init__(self):
+        super().__init__()
         self.schedules = {}
-        self.requests = []
-        self.round_trips = 0
-        self.writes = []
         self.require_expiration = False  # Expiration_Admin_Eligibility.isExpirationRequired
         self.lose_next_answer = False
 
@@ -86,11 +65,11 @@ class FakeGraph:
             return ROLES
         if path in TABLES:
             kind = TABLES[path]
-            return [o for k, o in OBJECTS.values() if k == kind and _matches(flt, o)]
+            return [o for k, o in OBJECTS.values() if k == kind and matches(flt, o)]
         if path == "/directory/administrativeUnits":
-            return [o for o in [{"id": SALES_AU, "displayName": "Sales AU"}] if _matches(flt, o)]
+            return [o for o in [{"id": SALES_AU, "displayName": "Sales AU"}] if matches(flt, o)]
         if path == BASE + "roleEligibilitySchedules":
-            return [s for s in self.schedules.values() if _matches(flt, s)]
+            return [s for s in self.schedules.values() if matches(flt, s)]
         if path == BASE + "roleEligibilityScheduleInstances":
             return [
                 dict(
@@ -101,10 +80,10 @@ class FakeGraph:
                     endDateTime=s["scheduleInfo"]["expiration"].get("endDateTime"),
                 )
                 for s in self.schedules.values()
-                if _matches(flt, s)
+                if matches(flt, s)
             ]
         if path == BASE + "roleEligibilityScheduleRequests":
-            return [r for r in self.requests if _matches(flt, r)]
+            return [r for r in self.requests if matches(flt, r)]
         if path == "/policies/roleManagementPolicyAssignments":
             return [
                 {
@@ -189,51 +168,13 @@ class FakeGraph:
 
     # --------------------------------------------------------------- client interface
 
-    def list(self, path, params=None):
-        self.round_trips += 1
-        return list(self._collection(path, params))
-
-    def get(self, path, params=None):
-        raise AssertionError("modules use list() and batch()")
-
-    def post(self, path, body, params=None, idempotent=False):
-        self.round_trips += 1
-        if path.endswith("/cancel"):
-            rid = path.split("/")[-2]
-            for r in self.requests:
-                if r["id"] == rid:
-                    r["status"] = "Revoked"
-            self.writes.append("cancel")
-            return None
-        return self._post(path, body)
-
-    def batch(self, requests):
-        self.round_trips += 1
-        out = []
-        for req in requests:
-            path, _, query = req["url"].partition("?")
-            params = {k: unquote(v) for k, v in parse_qsl(query, keep_blank_values=True)}
-            try:
-                if path.startswith(BASE + "roleDefinitions/"):
-                    role = next((r for r in ROLES if r["id"] == path.rsplit("/", 1)[1]), None)
-                    if role is None:
-                        raise GraphError("no role", status=404, code="Request_ResourceNotFound")
-                    out.append({"id": req["id"], "status": 200, "body": role})
-                    continue
-                body = (
-                    self._post(path, req["body"])
-                    if req["method"] == "POST"
-                    else {"value": self._collection(path, params)}
-                )
-                out.append({"id": req["id"], "status": 200, "body": body})
-            except GraphError as err:
-                out.append({"id": req["id"], "status": err.status or 400, "body": {"error": {"code": err.code}}})
-        return out
-
-    def raise_for_item(self, resp):
-        if resp["status"] >= 400:
-            raise GraphError("item", status=resp["status"], code=resp["body"]["error"]["code"])
-        return resp
+    def _get_in_batch(self, path, params):
+        if path.startswith(BASE + "roleDefinitions/"):
+            role = next((r for r in ROLES if r["id"] == path.rsplit("/", 1)[1]), None)
+            if role is None:
+                raise GraphError("no role", status=404, code="Request_ResourceNotFound")
+            return role
+        return super()._get_in_batch(path, params)
 
 
 @pytest.fixture()
@@ -243,15 +184,6 @@ def graph(monkeypatch):
     _resolve._ROLE_CACHE.clear()
     yield fake
     _resolve._ROLE_CACHE.clear()
-
-
-def run(module, capsys, check_mode=False, diff=False, **args):
-    args.setdefault("tenant_id", "t")
-    args.update(_ansible_check_mode=check_mode, _ansible_diff=diff)
-    _resolve._ROLE_CACHE.clear()  # each task is a new process
-    with patch_module_args(args), pytest.raises(SystemExit):
-        module.main()
-    return json.loads(capsys.readouterr().out)
 
 
 def eligibility(capsys, **args):
