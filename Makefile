@@ -2,6 +2,7 @@
 #   make demo   run the main job (onboarding/offboarding) against a local PIM sandbox
 #   make test   lint, sanity, ansible-lint, unit, sandbox and integration tests
 #   make bench  benchmarks against the sandbox (figures, never pass/fail on time)
+#   make bench-sandbox  the sandbox's own requests/s
 
 PYTHON ?= python3
 VENV := .venv
@@ -16,7 +17,7 @@ SHARED_TOOLS ?= $(firstword $(wildcard ../shared/tools) $(wildcard /work/shared/
 export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/$(COLLECTIONS)
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: all venv collection lint format unit sandbox-test integration sanity ansible-lint test demo bench docs build clean
+.PHONY: all venv collection lint format unit sandbox-test integration sanity ansible-lint test demo bench bench-sandbox docs build clean
 
 all: test
 
@@ -77,6 +78,10 @@ demo: venv collection
 
 bench: venv collection
 	$(BIN)/python bench/run.py
+
+# The sandbox's own throughput (GET by id, schedule requests; 1 and 8 keep-alive clients).
+bench-sandbox: venv
+	$(BIN)/python emulator/bench_sandbox.py
 
 build: venv
 	$(BIN)/ansible-galaxy collection build --force --output-path .tmp/dist
