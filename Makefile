@@ -74,7 +74,16 @@ test: lint sanity ansible-lint
 	$(PYTEST) --dist loadscope tests/hardening
 
 demo: venv collection
-	tests/with-sandbox.sh $(BIN)/ansible-playbook playbooks/demo.yml
+	tests/with-sandbox.sh $(BIN)/ansible-playbook -i playbooks/inventory/localhost.yml playbooks/demo.yml
+
+# HTML docsite with antsibull-docs. Offline, Sphinx cannot fetch intersphinx inventories, so
+# warnings are not fatal here; ansible-doc rendering is what tests/workflows checks.
+docs: venv collection
+	rm -rf .tmp/docsite && mkdir -m 700 -p .tmp/docsite
+	$(BIN)/antsibull-docs sphinx-init --use-current --dest-dir .tmp/docsite entra.pim
+	sed -i 's/ -W --keep-going//' .tmp/docsite/build.sh
+	cd .tmp/docsite && ./build.sh
+	@echo "docsite: .tmp/docsite/build/html/index.html"
 
 bench: venv collection
 	$(BIN)/python bench/run.py
