@@ -507,6 +507,10 @@ class _CachedResponse:
             raise ValueError("HTTP %d" % self.status_code)
 
 
+# The resolver's cache of names → ids, next to the token cache (see _resolve.DirectoryCache).
+DIRECTORY_CACHE_FILE = "directory_cache.json"
+
+
 class CacheFiles:
     """The persistent MSAL token cache and http cache (discovery documents).
 
@@ -517,15 +521,18 @@ class CacheFiles:
 
     _INDEX = "_index_"
 
-    def __init__(self, path, enabled=True, warn=None):
+    def __init__(self, path, enabled=True, warn=None, load=True):
         self.enabled = bool(enabled and path)
         self.path = os.path.expanduser(path) if path else None
         self.http_path = os.path.join(os.path.dirname(self.path), "http_cache.json") if self.path else None
+        # Names → ids (roles, principals) for the resolver's warm path: same directory, same rules.
+        self.directory_path = os.path.join(os.path.dirname(self.path), DIRECTORY_CACHE_FILE) if self.path else None
         self.warn = warn or (lambda msg: None)
         self.token_cache = msal.SerializableTokenCache()
         self.http_cache = {}
         self._http_text = None
-        if self.enabled:
+        # load=False: only the directory cache is wanted (the resolver); the token files stay unread.
+        if self.enabled and load:
             self._load()
 
     def _load(self):
@@ -591,6 +598,45 @@ class CacheFiles:
             self.warn(
                 "Could not save the token cache under %s (%s); the next task will request a new token."
                 % (os.path.dirname(self.path), exc.strerror or exc)
+            )
+            self.enabled = False
+
+    def read_directory(self):
+        """The directory cache's text, or None when disabled or missing.
+
+        Refused like the token cache when other users can read or write it, or it belongs to
+        someone else: it names the tenant's people and groups, and a planted file could point a
+        name at the wrong object (the resolver verifies every cached id, but refuses all the same).
+        """
+        if not self.enabled:
+            return None
+        try:
+            if not _check_private_file(self.directory_path):
+                return None
+        except AuthError as exc:
+            raise AuthError(
+                str(exc)
+                .replace("the token cache", "the directory cache")
+                .replace("The token cache", "The directory cache")
+                .replace("it holds access tokens", "it holds directory names and ids"),
+                token_cache_path=self.directory_path,
+            )
+        try:
+            with open(self.directory_path, encoding="utf-8") as handle:
+                return handle.read()
+        except OSError:
+            return None
+
+    def write_directory(self, text):
+        """Atomically replace the directory cache (0600); a failure warns once and disables it."""
+        if not self.enabled:
+            return
+        try:
+            write_private_file(self.directory_path, text)
+        except OSError as exc:
+            self.warn(
+                "Could not save the directory cache under %s (%s); the next task will look names up again."
+                % (os.path.dirname(self.directory_path), exc.strerror or exc)
             )
             self.enabled = False
 

@@ -15,16 +15,24 @@ Rules that hold everywhere here:
 * Each lookup is split into "the requests to send" and "what the answers mean", so that a
   caller can put the lookups of several things into one ``$batch`` (issue 7) and still get
   exactly the same results and errors as the one-at-a-time path.
+* Names a task resolved are remembered in a small private file next to the token cache
+  (``DirectoryCache``), so that the next task can put the state read into the same round trip
+  as the lookup. A remembered id is only ever a *guess*: the lookup is still sent, and if its
+  answer differs from the guess the state is read again for the real object (issue 7).
 """
 
 from __future__ import annotations
 
+import atexit
 import difflib
+import json
 import re
+import time
 from collections import namedtuple
 from urllib.parse import quote
 
-from ansible_collections.entra.pim.plugins.module_utils._errors import GraphError, InputError
+from ansible_collections.entra.pim.plugins.module_utils._auth import CacheFiles
+from ansible_collections.entra.pim.plugins.module_utils._errors import AuthError, GraphError, InputError
 from ansible_collections.entra.pim.plugins.module_utils._graph import odata_quote
 
 Role = namedtuple("Role", "id display_name template_id is_built_in")
@@ -55,6 +63,15 @@ _TYPE_WORDS = {"user": "user", "group": "group", "service_principal": "service p
 # Role definitions change rarely and one task asks about them several times (the role it
 # manages, names for results): read the list once per Graph endpoint for this process.
 _ROLE_CACHE = {}
+
+# How long the directory cache file trusts what it remembers (seconds). Every remembered id is
+# verified in the same round trip as the state read, so these bound how often a guess can miss
+# (and cost a second round trip), not correctness. Role definitions change rarely; people and
+# groups are renamed and re-created more often.
+ROLE_CACHE_TTL = 3600
+PRINCIPAL_CACHE_TTL = 600
+# A single-item task remembers one principal; a bulk run must not grow the file without bound.
+MAX_CACHED_PRINCIPALS = 256
 
 
 def is_guid(value):
@@ -170,11 +187,208 @@ def raise_for_item(client, resp):
     helper(resp)
 
 
-class Resolver:
-    """Resolve roles, principals and scopes through one GraphClient. Cheap to create."""
+def _principal_key(value, principal_type):
+    return "%s|%s" % (principal_type or "auto", (value or "").strip().lower())
 
-    def __init__(self, client):
+
+class DirectoryCache:
+    """Names → ids remembered between tasks, in ``directory_cache.json`` next to the token cache.
+
+    One file per token cache directory, one section per tenant + graph_url, holding:
+
+    * ``roles``: the role catalogue (id, displayName, templateId, isBuiltIn), fresh for
+      ``ROLE_CACHE_TTL`` seconds;
+    * ``principals``: what a name (UPN, mail, group or service principal name) resolved to, per
+      principal_type, fresh for ``PRINCIPAL_CACHE_TTL`` seconds. Object ids given as ids are never
+      stored (they need no lookup), nor are names that were not found or were ambiguous.
+
+    The file follows the token cache: ``token_cache: false`` disables it, it is mode 0600 and
+    refused when others can read it (``CacheFiles``). Changes are kept in memory and written once,
+    atomically, when the process ends (or on ``flush()``), and only when the content changed;
+    the file is re-read just before writing so that parallel tasks lose little of each other's work.
+    """
+
+    VERSION = 1
+
+    def __init__(self, files, key, now=None):
+        self.files = files
+        self.key = key
+        self.now = now or time.time
+        self._section = None  # this tenant's part of the file, loaded on first use
+        self._ops = []  # ("roles"|"principal"|"forget_roles"|"forget_principal", args...)
+        self._registered = False
+
+    @classmethod
+    def for_client(cls, client):
+        """The cache for a GraphClient's settings, or None (disabled, no path, tenant unknown, a fake client)."""
+        settings = getattr(client, "settings", None)
+        graph_url = getattr(client, "graph_url", None)
+        if not isinstance(settings, dict) or not settings.get("token_cache", True):
+            return None
+        path, tenant = settings.get("token_cache_path"), settings.get("tenant_id")
+        if not (path and tenant and isinstance(graph_url, str)):
+            return None
+        files = CacheFiles(path, enabled=True, warn=getattr(client, "warn", None), load=False)
+        return cls(files, "%s|%s" % (str(tenant).strip().lower(), graph_url.rstrip("/").lower()))
+
+    # ---------------------------------------------------------------- file
+
+    def _read_file(self):
+        text = self.files.read_directory()
+        try:
+            data = json.loads(text) if text else {}
+        except ValueError:
+            data = {}
+        if (
+            not isinstance(data, dict)
+            or data.get("version") != self.VERSION
+            or not isinstance(data.get("tenants"), dict)
+        ):
+            data = {"version": self.VERSION, "tenants": {}}
+        return text, data
+
+    def _mine(self):
+        if self._section is None:
+            _text, data = self._read_file()
+            section = data["tenants"].get(self.key)
+            self._section = section if isinstance(section, dict) else {}
+        return self._section
+
+    def _fresh(self, entry, ttl):
+        at = entry.get("at") if isinstance(entry, dict) else None
+        return isinstance(at, (int, float)) and 0 <= self.now() - at < ttl
+
+    def _change(self, op):
+        self._ops.append(op)
+        _apply(self._mine(), op, self.now())
+        if not self._registered:
+            atexit.register(self.flush)
+            self._registered = True
+
+    def flush(self):
+        """Write the remembered changes (merged into what is on disk now) if the file's content changes."""
+        if not self._ops:
+            return
+        ops, self._ops = self._ops, []
+        try:
+            text, data = self._read_file()
+        except (AuthError, OSError):
+            # Refused (others can read it) or unreadable now: never write over it at exit.
+            return
+        now = self.now()
+        section = data["tenants"].setdefault(self.key, {})
+        for op in ops:
+            _apply(section, op, now)
+        for key in list(data["tenants"]):
+            _prune(data["tenants"][key], now)
+            if not data["tenants"][key]:
+                del data["tenants"][key]
+        new_text = json.dumps(data, sort_keys=True, separators=(",", ":"))
+        if new_text != text:
+            self.files.write_directory(new_text)
+
+    # ---------------------------------------------------------------- roles
+
+    def roles(self):
+        """The remembered role catalogue (list of Role) while fresh, else None."""
+        entry = self._mine().get("roles")
+        if not self._fresh(entry, ROLE_CACHE_TTL) or not isinstance(entry.get("items"), list):
+            return None
+        try:
+            return [
+                Role(i["id"], i.get("display_name"), i.get("template_id") or i["id"], bool(i.get("is_built_in")))
+                for i in entry["items"]
+            ]
+        except (KeyError, TypeError, AttributeError):
+            return None
+
+    def put_roles(self, roles):
+        items = [r._asdict() for r in roles]
+        entry = self._mine().get("roles")
+        if self._fresh(entry, ROLE_CACHE_TTL / 2) and entry.get("items") == items:
+            return
+        self._change(("roles", items))
+
+    def forget_roles(self):
+        if "roles" in self._mine():
+            self._change(("forget_roles",))
+
+    # ---------------------------------------------------------------- principals
+
+    def principal(self, value, principal_type="auto"):
+        """What ``value`` resolved to (a Principal) while fresh, else None."""
+        entry = self._mine().get("principals", {}).get(_principal_key(value, principal_type))
+        if not self._fresh(entry, PRINCIPAL_CACHE_TTL):
+            return None
+        try:
+            principal = Principal(*[entry[f] for f in Principal._fields])
+        except (KeyError, TypeError):
+            return None
+        return principal if is_guid(principal.id) and principal.type in _TYPE_WORDS else None
+
+    def put_principal(self, value, principal_type, principal):
+        if is_guid((value or "").strip()):
+            return
+        key = _principal_key(value, principal_type)
+        fields = dict(principal._asdict())
+        entry = self._mine().get("principals", {}).get(key)
+        if self._fresh(entry, PRINCIPAL_CACHE_TTL / 2) and {f: entry.get(f) for f in fields} == fields:
+            return
+        self._change(("principal", key, fields))
+
+    def forget_principal(self, value, principal_type="auto"):
+        if _principal_key(value, principal_type) in self._mine().get("principals", {}):
+            self._change(("forget_principal", _principal_key(value, principal_type)))
+
+
+def _apply(section, op, now):
+    """Apply one remembered change to a tenant section of the file."""
+    if op[0] == "roles":
+        section["roles"] = {"at": now, "items": op[1]}
+    elif op[0] == "forget_roles":
+        section.pop("roles", None)
+    elif op[0] == "principal":
+        principals = section.setdefault("principals", {})
+        principals[op[1]] = dict(op[2], at=now)
+    elif op[0] == "forget_principal":
+        section.get("principals", {}).pop(op[1], None)
+
+
+def _prune(section, now):
+    """Drop expired entries, and the oldest principals beyond MAX_CACHED_PRINCIPALS."""
+    roles = section.get("roles")
+    if not (
+        isinstance(roles, dict) and isinstance(roles.get("at"), (int, float)) and now - roles["at"] < ROLE_CACHE_TTL
+    ):
+        section.pop("roles", None)
+    principals = section.get("principals")
+    if isinstance(principals, dict):
+        alive = {
+            k: v
+            for k, v in principals.items()
+            if isinstance(v, dict) and isinstance(v.get("at"), (int, float)) and now - v["at"] < PRINCIPAL_CACHE_TTL
+        }
+        newest = sorted(alive.items(), key=lambda kv: kv[1]["at"], reverse=True)[:MAX_CACHED_PRINCIPALS]
+        section["principals"] = dict(newest)
+        if not section["principals"]:
+            del section["principals"]
+    elif principals is not None:
+        del section["principals"]
+
+
+_AUTO = object()
+
+
+class Resolver:
+    """Resolve roles, principals and scopes through one GraphClient. Cheap to create.
+
+    ``cache``: a DirectoryCache, None for none, or (default) the one the client's settings
+    describe (next to the token cache, unless ``token_cache`` is false).
+    """
+
+    def __init__(self, client, cache=_AUTO):
         self.client = client
+        self.cache = DirectoryCache.for_client(client) if cache is _AUTO else cache
 
     # ------------------------------------------------------------ roles
 
@@ -196,6 +410,8 @@ class Resolver:
         """Fill the role cache from Graph roleDefinition dicts (e.g. from a batched list)."""
         roles = [role_from_graph(item) for item in items]
         _ROLE_CACHE[self._cache_key()] = roles
+        if self.cache is not None:
+            self.cache.put_roles(roles)
         return roles
 
     def all_roles(self):
@@ -203,6 +419,64 @@ class Resolver:
         if key not in _ROLE_CACHE:
             self.load_roles(self.client.list(ROLE_DEFINITIONS, params={"$select": ROLE_SELECT}))
         return _ROLE_CACHE[key]
+
+    # The warm path (issue 7). ``roles_cached()`` and ``role()`` only ever use role definitions
+    # read from Graph by this process; what the directory cache file remembers is used for
+    # guesses alone, which the caller verifies in the same round trip:
+    #
+    #     role_id = resolver.known_role_id(role); principal_id = resolver.known_principal_id(p, t)
+    #     if both: send [role_request(role_id) if role_needs_check()] + principal_requests(p, t)
+    #              + the state read for (principal_id, role_id), all in one $batch;
+    #              role = confirm_role(role, answer); principal = principal_from_answers(...)
+    #              if their ids differ from the guess: read the state again for the real ids.
+
+    def known_role_id(self, value):
+        """A role id to read state with before the role is resolved: the GUID itself, or the id a
+        unique display-name match has in the role list (read this run, else remembered), or None."""
+        value = (value or "").strip()
+        if is_guid(value):
+            return value.lower()
+        if not value:
+            return None
+        roles = _ROLE_CACHE.get(self._cache_key())
+        if roles is None and self.cache is not None:
+            roles = self.cache.roles()
+        matches = [r for r in roles or [] if (r.display_name or "").casefold() == value.casefold()]
+        return matches[0].id.lower() if len(matches) == 1 and is_guid(matches[0].id) else None
+
+    def role_needs_check(self):
+        """Whether the guessed role must be read by id in the same batch (it was not read from Graph this run)."""
+        return not self.roles_cached()
+
+    def confirm_role(self, value, answer):
+        """The role for ``value`` given the answer to ``role_request(known_role_id(value))``.
+
+        ``answer``: the Graph roleDefinition dict, or None when it was not asked for or not found
+        (404: the GUID may be a template id). A role named by display name whose definition now
+        has another name means the remembered catalogue is stale: it is forgotten and the role
+        list is read from Graph, so the task never acts on a renamed or replaced role.
+        """
+        if isinstance(answer, GraphError):
+            raise answer
+        value = (value or "").strip()
+        if answer:
+            role = role_from_graph(answer)
+            if is_guid(value) or (role.display_name or "").casefold() == value.casefold():
+                return role
+            if self.cache is not None:
+                self.cache.forget_roles()
+        return self.role(value)
+
+    def known_principal_id(self, value, principal_type="auto"):
+        """A principal id to read state with before the lookup answers: the GUID itself, or the id
+        ``value`` resolved to in an earlier task (remembered, still fresh), or None."""
+        value = (value or "").strip()
+        if principal_type not in PRINCIPAL_TYPES or not value:
+            return None
+        if is_guid(value):
+            return value.lower()
+        found = self.cache.principal(value, principal_type) if self.cache is not None else None
+        return found.id.lower() if found else None
 
     def role_by_id(self, role_id):
         if not role_id:
@@ -293,7 +567,22 @@ class Resolver:
         return out
 
     def principal_from_answers(self, value, principal_type, kinds, answers):
-        """Turn the answers (Graph bodies, in request order) into exactly one Principal."""
+        """Turn the answers (Graph bodies, in request order) into exactly one Principal.
+
+        A name that resolves is remembered in the directory cache; one that does not (not found,
+        ambiguous) is forgotten, so a later task never guesses with it.
+        """
+        try:
+            found = self._principal_from_answers(value, principal_type, kinds, answers)
+        except InputError:
+            if self.cache is not None:
+                self.cache.forget_principal(value, principal_type)
+            raise
+        if self.cache is not None:
+            self.cache.put_principal(value, principal_type, found)
+        return found
+
+    def _principal_from_answers(self, value, principal_type, kinds, answers):
         value = (value or "").strip()
         found = []
         for kind, body in zip(kinds, answers, strict=True):
