@@ -203,11 +203,17 @@ def test_sigterm_finishes_in_flight_request(sandbox_factory, tmp_path):
     def slow():
         result["r"] = sb.get("/users/10000000-0000-4000-8000-000000000002")
 
-    t = threading.Thread(target=slow)
-    t.start()
     import time
 
-    time.sleep(0.5)  # the request is now sleeping in the sandbox
+    sb.token()  # mint the token first: only the Graph request itself should be in flight
+    t = threading.Thread(target=slow)
+    t.start()
+    # wait (bounded) until the sandbox has counted the request, which it does before the latency
+    # sleep: a fixed pause raced the client's connect on a loaded machine
+    deadline = time.monotonic() + 20
+    while sb.control("GET", "/stats")["graph_requests"] < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sb.control("GET", "/stats")["graph_requests"] >= 1
     sb.proc.send_signal(signal.SIGTERM)
     t.join(timeout=30)
     assert result["r"].status_code == 200
