@@ -14,6 +14,7 @@ from datetime import datetime
 from pim_emulator import ids
 from pim_emulator.clock import parse_datetime
 from pim_emulator.errors import GraphError, bad_request
+from pim_emulator.odata import Source
 from pim_emulator.routing import Response, route
 
 USERS = "users"
@@ -101,9 +102,10 @@ def not_found(object_id: str) -> GraphError:
 
 
 def find_object(tx, object_id: str, collections=tuple(OBJECT_TYPES)) -> tuple[str, dict] | None:
-    """``(collection, stored doc)`` of a directory object by id, or None."""
+    """``(collection, stored doc)`` of a directory object by id, or None. The doc is the store's
+    read-only mirror object (``Tx.peek``): copy it (``public``, ``dict``) before changing it."""
     for name in collections:
-        doc = tx.get(name, object_id)
+        doc = tx.peek(name, object_id)
         if doc is not None:
             return name, doc
     return None
@@ -133,7 +135,7 @@ def directory_scope_object(tx, directory_scope_id: str | None) -> dict | None:
 
 def group_ids_of(tx, member_id: str) -> list[str]:
     """Ids of the groups ``member_id`` is a direct member of (insertion order)."""
-    return [g["id"] for g in tx.list(GROUPS) if member_id in (g.get("_members") or [])]
+    return [g["id"] for g in tx.iter(GROUPS) if member_id in (g.get("_members") or [])]
 
 
 def created_at(doc: dict) -> datetime | None:
@@ -156,13 +158,31 @@ def _selecting(ctx) -> bool:
 
 
 def _user_by_id_or_upn(tx, key: str) -> dict | None:
+    """The stored user (read-only mirror object) by id or UPN (case-insensitive), or None."""
     if ids.is_guid(key):
-        return tx.get(USERS, key.lower())
+        return tx.peek(USERS, key.lower())
     wanted = key.casefold()
-    for doc in tx.list(USERS):
+    for doc in tx.find_docs(USERS, "userPrincipalName", key):
         if (doc.get("userPrincipalName") or "").casefold() == wanted:
             return doc
     return None
+
+
+# Properties the collection looks principals up by (README "Performance"): a ``$filter`` of
+# ``eq``/``in`` terms on them reads the store's index instead of every document.
+USER_INDEXED = ("userPrincipalName", "mail", "displayName")
+GROUP_INDEXED = ("displayName", "mail")
+SP_INDEXED = ("displayName", "appId")
+AU_INDEXED = ("displayName",)
+
+
+def _public_keys(tx, collection: str):
+    return lambda: {k for k in tx.key_union(collection) if not k.startswith("_") and k not in _SECRET_KEYS}
+
+
+def public_source(tx, collection: str, indexed=()) -> Source:
+    """The Graph view (``public``) of a stored directory collection, for ``ctx.collection``."""
+    return Source(tx, collection, public, indexed, known_keys=_public_keys(tx, collection))
 
 
 # -- Graph routes ------------------------------------------------------------------------------
@@ -171,7 +191,9 @@ def _user_by_id_or_upn(tx, key: str) -> dict | None:
 @route("GET", "/v1.0/users", permissions=READ_USERS)
 def list_users(ctx):
     sel = _selecting(ctx)
-    return ctx.collection([_user_view(d, sel) for d in ctx.tx.list(USERS)], "users")
+    keys = _public_keys(ctx.tx, USERS) if sel else lambda: set(_USER_DEFAULT)
+    source = Source(ctx.tx, USERS, lambda d: _user_view(d, sel), USER_INDEXED, known_keys=keys)
+    return ctx.collection(source, "users")
 
 
 @route("GET", "/v1.0/users/{id}", permissions=READ_USERS)
@@ -184,12 +206,12 @@ def get_user(ctx):
 
 @route("GET", "/v1.0/groups", permissions=READ_GROUPS)
 def list_groups(ctx):
-    return ctx.collection([public(d) for d in ctx.tx.list(GROUPS)], "groups")
+    return ctx.collection(public_source(ctx.tx, GROUPS, GROUP_INDEXED), "groups")
 
 
 @route("GET", "/v1.0/groups/{id}", permissions=READ_GROUPS)
 def get_group(ctx):
-    doc = ctx.tx.get(GROUPS, ctx.params["id"].lower())
+    doc = ctx.tx.peek(GROUPS, ctx.params["id"].lower())
     if doc is None:
         raise not_found(ctx.params["id"])
     return ctx.entity(public(doc), "groups")
@@ -197,7 +219,7 @@ def get_group(ctx):
 
 @route("GET", "/v1.0/groups/{id}/members", permissions=READ_GROUPS)
 def list_group_members(ctx):
-    doc = ctx.tx.get(GROUPS, ctx.params["id"].lower())
+    doc = ctx.tx.peek(GROUPS, ctx.params["id"].lower())
     if doc is None:
         raise not_found(ctx.params["id"])
     members = []
@@ -210,12 +232,12 @@ def list_group_members(ctx):
 
 @route("GET", "/v1.0/servicePrincipals", permissions=READ_SPS)
 def list_service_principals(ctx):
-    return ctx.collection([public(d) for d in ctx.tx.list(SERVICE_PRINCIPALS)], "servicePrincipals")
+    return ctx.collection(public_source(ctx.tx, SERVICE_PRINCIPALS, SP_INDEXED), "servicePrincipals")
 
 
 @route("GET", "/v1.0/servicePrincipals/{id}", permissions=READ_SPS)
 def get_service_principal(ctx):
-    doc = ctx.tx.get(SERVICE_PRINCIPALS, ctx.params["id"].lower())
+    doc = ctx.tx.peek(SERVICE_PRINCIPALS, ctx.params["id"].lower())
     if doc is None:
         raise not_found(ctx.params["id"])
     return ctx.entity(public(doc), "servicePrincipals")
@@ -223,12 +245,12 @@ def get_service_principal(ctx):
 
 @route("GET", "/v1.0/directory/administrativeUnits", permissions=READ_AUS)
 def list_administrative_units(ctx):
-    return ctx.collection([public(d) for d in ctx.tx.list(ADMINISTRATIVE_UNITS)], "directory/administrativeUnits")
+    return ctx.collection(public_source(ctx.tx, ADMINISTRATIVE_UNITS, AU_INDEXED), "directory/administrativeUnits")
 
 
 @route("GET", "/v1.0/directory/administrativeUnits/{id}", permissions=READ_AUS)
 def get_administrative_unit(ctx):
-    doc = ctx.tx.get(ADMINISTRATIVE_UNITS, ctx.params["id"].lower())
+    doc = ctx.tx.peek(ADMINISTRATIVE_UNITS, ctx.params["id"].lower())
     if doc is None:
         raise not_found(ctx.params["id"])
     return ctx.entity(public(doc), "directory/administrativeUnits")
@@ -368,9 +390,9 @@ def delete_object(tx, object_id: str) -> bool:
     from pim_emulator.pim import ASSIGNMENT_SCHEDULES, ELIGIBILITY_SCHEDULES, delete_schedule
 
     for name in (ELIGIBILITY_SCHEDULES, ASSIGNMENT_SCHEDULES):
-        for schedule in tx.list(name):
-            if schedule.get("principalId") == doc["id"]:
-                delete_schedule(tx, name, schedule["id"])
+        for schedule_id in tx.find(name, "principalId", doc["id"]):
+            if tx.peek(name, schedule_id).get("principalId") == doc["id"]:
+                delete_schedule(tx, name, schedule_id)
     return True
 
 

@@ -308,15 +308,19 @@ class Identity:
         doc = tx.get("users", name_or_id)
         if doc is not None:
             return doc
-        for user in tx.list("users"):
+        # candidates from the UPN index plus the id itself, checked in insertion order
+        found = tx.find("users", "userPrincipalName", name_or_id or "")
+        candidates = tx.order("users", [*found, low])
+        for user_id in candidates:
+            user = tx.peek("users", user_id)
             if str(user.get("userPrincipalName", "")).lower() == low or str(user.get("id", "")).lower() == low:
-                return user
+                return tx.get("users", user_id)
         return None
 
     @staticmethod
     def service_principal_id(tx, app_id: str) -> str:
         low = app_id.lower()
-        for sp in tx.list("servicePrincipals"):
+        for sp in tx.find_docs("servicePrincipals", "appId", app_id):
             if str(sp.get("appId", "")).lower() == low:
                 return sp["id"]
         return str(uuid.uuid5(uuid.NAMESPACE_URL, "sandbox-sp:" + low))

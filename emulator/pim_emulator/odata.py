@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import copy
 import json
 import re
 from datetime import datetime
@@ -38,10 +39,52 @@ MAX_TOP = 999
 # --------------------------------------------------------------------------- $filter
 
 
+_LITERAL_TOKENS = frozenset(
+    {"NULL", "INTEGER", "DECIMAL", "STRING", "BOOLEAN", "GUID", "DATE", "TIME", "DATETIME", "DURATION"}
+)
+
+
+def _one_value_lists(tokens):
+    """Let ``prop in ('x')`` through: odata-query reads a one-item list only as ``('x',)``
+    (it keeps ``('x')`` for a parenthesised expression), while Graph accepts ``in ('x')``.
+    After ``in``, ``(`` one literal ``)`` gets the trailing comma the parser wants."""
+    tokens = list(tokens)
+    out = []
+    i = 0
+    while i < len(tokens):
+        tok = tokens[i]
+        out.append(tok)
+        i += 1
+        if tok.type != "IN":
+            continue
+        j = i
+        while j < len(tokens) and tokens[j].type == "WS":
+            j += 1
+        if j >= len(tokens) or tokens[j].type != "(":
+            continue
+        k = j + 1
+        while k < len(tokens) and tokens[k].type == "WS":
+            k += 1
+        if k >= len(tokens) or tokens[k].type not in _LITERAL_TOKENS:
+            continue
+        m = k + 1
+        while m < len(tokens) and tokens[m].type == "WS":
+            m += 1
+        if m >= len(tokens) or tokens[m].type != ")":
+            continue
+        comma = copy.copy(tokens[m])
+        comma.type, comma.value = ",", ","
+        out.extend(tokens[i:m])
+        out.append(comma)
+        out.append(tokens[m])
+        i = m + 1
+    return iter(out)
+
+
 @lru_cache(maxsize=512)
 def parse_filter(text: str):
     try:
-        return ODataParser().parse(ODataLexer().tokenize(text))
+        return ODataParser().parse(_one_value_lists(ODataLexer().tokenize(text)))
     except ODataException as e:
         token = getattr(e, "token", None)
         if getattr(e, "eof", False):
@@ -246,10 +289,108 @@ def _check_properties(tree, known: set[str] | None, type_name: str):
             raise bad_request(f"Could not find a property named '{name}' on type '{type_name}'.")
 
 
-def apply_filter(ctx, items: list, text: str, expanders=None, filterable=None, type_name="microsoft.graph.entity"):
+_UNSET = object()
+
+
+# --------------------------------------------------------------------------- indexed reads
+
+
+class Source:
+    """A stored collection seen through a view, for ``collection_response``.
+
+    Passing a Source instead of a list lets a simple ``$filter`` be answered from the store's
+    secondary indexes (``Tx.find``) instead of viewing every document. The answer is the same as
+    the scan's: the index only narrows the candidates, which then go through the full filter in
+    insertion order.
+
+    * ``view(doc)`` turns a stored document (a read-only mirror object) into the item the API
+      shows, or None to leave it out (e.g. an expired schedule).
+    * ``indexed`` maps a property name of the items to the stored property it equals, for
+      properties worth an index (``{"userPrincipalName": "userPrincipalName"}``).
+    * ``known_keys()`` gives the property names of the whole collection's items (None when
+      it has none), for the unknown-property check; needed only without ``filterable``.
+    """
+
+    def __init__(self, tx, collection: str, view, indexed=(), known_keys=None):
+        self.tx = tx
+        self.collection = collection
+        self.view = view
+        pairs = indexed.items() if isinstance(indexed, dict) else ((name, name) for name in indexed)
+        self.indexed = {name.lower(): stored for name, stored in pairs}
+        self._known_keys = known_keys
+
+    def all(self) -> list:
+        view = self.view
+        return [v for v in map(view, self.tx.iter(self.collection)) if v is not None]
+
+    def by_ids(self, ids) -> list:
+        out = []
+        for doc_id in ids:
+            doc = self.tx.peek(self.collection, doc_id)
+            item = self.view(doc) if doc is not None else None
+            if item is not None:
+                out.append(item)
+        return out
+
+    def first(self):
+        for doc in self.tx.iter(self.collection):
+            item = self.view(doc)
+            if item is not None:
+                return item
+        return None
+
+    def known_keys(self):
+        if self._known_keys is not None:
+            return self._known_keys()
+        keys = set()
+        for item in self.all():
+            keys.update(item.keys())
+        return keys or None
+
+    def candidates(self, tree) -> list[str] | None:
+        """Ids that may match ``tree`` (a superset of the matches, insertion order), or None
+        when the filter has no indexable part and the whole collection must be scanned."""
+        ids = self._plan(tree)
+        return None if ids is None else self.tx.order(self.collection, ids)
+
+    def _plan(self, node) -> set[str] | None:
+        if isinstance(node, A.BoolOp):
+            left, right = self._plan(node.left), self._plan(node.right)
+            if isinstance(node.op, A.And):
+                if left is None:
+                    return right
+                return left if right is None else left & right
+            return None if left is None or right is None else left | right
+        if not isinstance(node, A.Compare) or not isinstance(node.left, A.Identifier):
+            return None
+        stored = self.indexed.get(node.left.name.lower())
+        if stored is None:
+            return None
+        if isinstance(node.comparator, A.Eq):
+            values = [node.right]
+        elif isinstance(node.comparator, A.In) and isinstance(node.right, A.List):
+            values = node.right.val
+        else:
+            return None
+        out: set[str] = set()
+        for literal in values:
+            if not isinstance(literal, A.String | A.GUID):
+                return None  # other literals compare by type rules the index does not model
+            out.update(self.tx.find(self.collection, stored, literal.val))
+        return out
+
+
+def apply_filter(
+    ctx, items: list, text: str, expanders=None, filterable=None, type_name="microsoft.graph.entity", known_keys=_UNSET
+):
+    """Items for which ``$filter`` holds. ``known_keys`` (when given) are the property names of
+    the whole collection, for the unknown-property check when ``filterable`` is None (an
+    indexed read passes them because ``items`` are then only the index's candidates)."""
     tree = parse_filter(text)
     known = set(filterable) if filterable is not None else None
-    if known is None and items:
+    if known is None and known_keys is not _UNSET:
+        known = set(known_keys) if known_keys is not None else None
+    elif known is None and items:
         known = set()
         for it in items:
             known.update(it.keys())
@@ -425,10 +566,23 @@ def check_options(query: dict) -> None:
 def collection_response(ctx, items, context_path, expanders=None, filterable=None, paged=True) -> dict:
     q = ctx.query
     check_options(q)
-    items = list(items)
-    type_name = _type_name(items)
-    if q.get("$filter"):
-        items = apply_filter(ctx, items, q["$filter"], expanders, filterable, type_name)
+    if isinstance(items, Source):
+        source = items
+        if q.get("$filter"):
+            tree = parse_filter(q["$filter"])
+            ids = source.candidates(tree)
+            first = source.first()
+            type_name = _type_name([first] if first is not None else [])
+            known = source.known_keys() if filterable is None and first is not None else None
+            items = source.all() if ids is None else source.by_ids(ids)
+            items = apply_filter(ctx, items, q["$filter"], expanders, filterable, type_name, known_keys=known)
+        else:
+            items = source.all()
+    else:
+        items = list(items)
+        type_name = _type_name(items)
+        if q.get("$filter"):
+            items = apply_filter(ctx, items, q["$filter"], expanders, filterable, type_name)
     if q.get("$orderby"):
         for clause in reversed(split_top(q["$orderby"], ",")):
             prop, _, direction = clause.partition(" ")

@@ -39,6 +39,7 @@ from pim_emulator.directory import (
     public,
 )
 from pim_emulator.errors import GraphError, bad_request
+from pim_emulator.odata import Source
 from pim_emulator.policies import policy_for_role, rules_by_id
 from pim_emulator.routing import Response, route
 from pim_emulator.seed import ROLE_DEFINITIONS, TENANT_META_KEY
@@ -178,8 +179,9 @@ def _has_started(doc: dict, now: datetime) -> bool:
 
 
 def current_schedules(tx, collection: str, now: datetime) -> list[dict]:
-    """Stored schedules that are not expired (active or future)."""
-    return [d for d in tx.list(collection) if not _is_expired(d, now)]
+    """Stored schedules that are not expired (active or future): the store's read-only mirror
+    objects (``Tx.iter``); views (``schedule_view``, the instance builders) copy what they show."""
+    return [d for d in tx.iter(collection) if not _is_expired(d, now)]
 
 
 def schedule_view(doc: dict, now: datetime) -> dict:
@@ -217,6 +219,21 @@ def _assignment_instance(doc: dict) -> dict:
         "roleAssignmentOriginId": doc["_instanceId"],
         "roleAssignmentScheduleId": doc["id"],
     }
+
+
+def eligibility_instance_view(now: datetime):
+    """Stored eligibility schedule -> its current instance, or None (expired or not started)."""
+    return lambda d: _eligibility_instance(d) if not _is_expired(d, now) and _has_started(d, now) else None
+
+
+def assignment_instance_view(now: datetime):
+    """Stored assignment schedule -> its current instance, or None (expired or not started)."""
+    return lambda d: _assignment_instance(d) if not _is_expired(d, now) and _has_started(d, now) else None
+
+
+def current_schedule_view(now: datetime):
+    """Stored schedule -> its API view, or None when expired."""
+    return lambda d: None if _is_expired(d, now) else schedule_view(d, now)
 
 
 def eligibility_instances(tx, now: datetime) -> list[dict]:
@@ -301,9 +318,16 @@ def _find(tx, collection, now, principal_id, role_id, dir_scope, app_scope, incl
 def holds_active_role(tx, principal_id: str, role_ids: tuple[str, ...], now: datetime) -> bool:
     """Whether the principal (directly or through a group) has an active assignment of a role."""
     subjects = {principal_id, *group_ids_of(tx, principal_id)}
-    for inst in assignment_instances(tx, now):
-        if inst["principalId"] in subjects and inst["roleDefinitionId"] in role_ids and inst["directoryScopeId"] == "/":
-            return True
+    for subject in subjects:
+        for doc in tx.find_docs(ASSIGNMENT_SCHEDULES, "principalId", subject):
+            if _is_expired(doc, now) or not _has_started(doc, now):
+                continue
+            if (
+                doc["principalId"] in subjects
+                and doc["roleDefinitionId"] in role_ids
+                and doc["directoryScopeId"] == "/"
+            ):
+                return True
     return False
 
 
@@ -972,7 +996,7 @@ def _assign_admin_remove(tx, p, caller, now, tenant_id, req, writes):
 
 
 def _has_pending_activation(tx, p: Parsed) -> bool:
-    for other in tx.list(ASSIGNMENT_REQUESTS):
+    for other in tx.find_docs(ASSIGNMENT_REQUESTS, "principalId", p.principal_id):
         if (
             other["status"] == "PendingApproval"
             and other["action"] == "selfActivate"
@@ -1348,12 +1372,25 @@ SPECS = [
 ]
 
 
-def items_for(spec: _Spec, tx, now: datetime) -> list[dict]:
+# Requests, schedules and instances are read by principal and by role (the collection's
+# read_lists/_queue_filtered): a $filter of eq/in terms on these reads the store's index.
+PIM_INDEXED = ("principalId", "roleDefinitionId")
+
+
+def source_for(spec: _Spec, tx, now: datetime) -> Source:
+    """The stored documents behind a listing and the view that turns one into an item (None:
+    not listed). Instances are views of the schedules collection of their kind."""
     if spec.shape == "requests":
-        return [request_view(d, now) for d in tx.list(spec.name)]
+        return Source(tx, spec.name, lambda d: request_view(d, now), PIM_INDEXED)
     if spec.shape == "schedules":
-        return [schedule_view(d, now) for d in current_schedules(tx, spec.name, now)]
-    return eligibility_instances(tx, now) if spec.kind == "eligibility" else assignment_instances(tx, now)
+        return Source(tx, spec.name, current_schedule_view(now), PIM_INDEXED)
+    if spec.kind == "eligibility":
+        return Source(tx, ELIGIBILITY_SCHEDULES, eligibility_instance_view(now), PIM_INDEXED)
+    return Source(tx, ASSIGNMENT_SCHEDULES, assignment_instance_view(now), PIM_INDEXED)
+
+
+def items_for(spec: _Spec, tx, now: datetime) -> list[dict]:
+    return source_for(spec, tx, now).all()
 
 
 def _current_user_filter(spec: _Spec, tx, on: str, oid: str) -> callable:
@@ -1367,7 +1404,7 @@ def _current_user_filter(spec: _Spec, tx, on: str, oid: str) -> callable:
 
 def _register(spec: _Spec) -> None:
     def list_items(ctx):
-        return ctx.collection(items_for(spec, ctx.tx, ctx.now()), spec.context, spec.expanders, spec.filterable)
+        return ctx.collection(source_for(spec, ctx.tx, ctx.now()), spec.context, spec.expanders, spec.filterable)
 
     def get_item(ctx):
         wanted = ctx.params["id"]
@@ -1378,9 +1415,11 @@ def _register(spec: _Spec) -> None:
                 return ctx.entity(request_view(doc, now), spec.context, spec.expanders)
             if doc is not None and not _is_expired(doc, now):
                 return ctx.entity(schedule_view(doc, now), spec.context, spec.expanders)
-        for item in items_for(spec, ctx.tx, now) if spec.shape == "instances" else ():
-            if item["id"] == wanted:
-                return ctx.entity(item, spec.context, spec.expanders)
+        if spec.shape == "instances":  # an instance id is its schedule's _instanceId
+            source = source_for(spec, ctx.tx, now)
+            for item in source.by_ids(ctx.tx.find(source.collection, "_instanceId", wanted)):
+                if item["id"] == wanted:
+                    return ctx.entity(item, spec.context, spec.expanders)
         raise GraphError(
             404,
             "Request_ResourceNotFound",
@@ -1392,8 +1431,16 @@ def _register(spec: _Spec) -> None:
         choices = {o.lower(): o for o in spec.current_user_options}
         if on.lower() not in choices:
             raise bad_request(f"Requested value '{on}' was not found for the 'on' parameter of filterByCurrentUser.")
-        keep = _current_user_filter(spec, ctx.tx, choices[on.lower()], (ctx.claims or {}).get("oid", "").lower())
-        items = [item for item in items_for(spec, ctx.tx, ctx.now()) if keep(item)]
+        on, oid = choices[on.lower()], (ctx.claims or {}).get("oid", "").lower()
+        keep = _current_user_filter(spec, ctx.tx, on, oid)
+        source = source_for(spec, ctx.tx, ctx.now())
+        if on == "principal":  # the caller's and their groups' items, from the principalId index
+            subjects = {oid, *group_ids_of(ctx.tx, oid)}
+            found = [i for s in subjects for i in ctx.tx.find(source.collection, "principalId", s)]
+            candidates = source.by_ids(ctx.tx.order(source.collection, found))
+        else:
+            candidates = source.all()
+        items = [item for item in candidates if keep(item)]
         return ctx.collection(items, spec.context, spec.expanders, spec.filterable)
 
     route("GET", f"{_BASE}/{spec.name}", permissions=spec.read)(list_items)

@@ -12,11 +12,12 @@ from __future__ import annotations
 from pim_emulator import ids
 from pim_emulator.directory import GROUPS, SERVICE_PRINCIPALS, USERS, created_at, find_object, public
 from pim_emulator.errors import GraphError, bad_request
+from pim_emulator.odata import Source
 from pim_emulator.pim import (
     ASSIGNMENT_SCHEDULES,
-    assignment_instances,
+    PIM_INDEXED,
+    assignment_instance_view,
     create_direct_assignment,
-    current_schedules,
     delete_schedule,
     role_assignment_view,
     tenant_of,
@@ -25,6 +26,7 @@ from pim_emulator.pim import _app_scope_expander as _app_scope
 from pim_emulator.pim import _directory_scope_expander as _directory_scope
 from pim_emulator.pim import _find as find_schedule
 from pim_emulator.pim import _has_started as _started
+from pim_emulator.pim import _is_expired as _expired
 from pim_emulator.pim import _principal_expander as _principal
 from pim_emulator.pim import _role_expander as _role
 from pim_emulator.routing import Response, route
@@ -101,9 +103,16 @@ def get_role_definition(ctx):
     return ctx.entity(definition_view(doc), _DEFINITIONS)
 
 
-def _assignments(ctx) -> list[dict]:
+def _assignments(ctx) -> Source:
+    """Every active assignment instance as a unifiedRoleAssignment, over the schedules store."""
     tenant_id = tenant_of(ctx.tx, ctx.tenant_id)
-    return [role_assignment_view(i, tenant_id) for i in assignment_instances(ctx.tx, ctx.now())]
+    instance = assignment_instance_view(ctx.now())
+
+    def view(doc):
+        inst = instance(doc)
+        return None if inst is None else role_assignment_view(inst, tenant_id)
+
+    return Source(ctx.tx, ASSIGNMENT_SCHEDULES, view, PIM_INDEXED)
 
 
 @route("GET", f"/v1.0/{_ASSIGNMENTS}", permissions=ROLE_READ)
@@ -114,7 +123,8 @@ def list_role_assignments(ctx):
 @route("GET", f"/v1.0/{_ASSIGNMENTS}/{{id}}", permissions=ROLE_READ)
 def get_role_assignment(ctx):
     wanted = ctx.params["id"]
-    for item in _assignments(ctx):
+    source = _assignments(ctx)  # an assignment id is its schedule's _instanceId
+    for item in source.by_ids(ctx.tx.find(ASSIGNMENT_SCHEDULES, "_instanceId", wanted)):
         if item["id"] == wanted:
             return ctx.entity(item, _ASSIGNMENTS, ASSIGNMENT_EXPANDERS)
     raise _not_found(wanted)
@@ -195,9 +205,10 @@ def post_role_assignment(ctx):
 
 
 def delete_role_assignment(tx, assignment_id: str, now) -> bool:
-    for doc in current_schedules(tx, ASSIGNMENT_SCHEDULES, now):
-        if doc.get("_instanceId") == assignment_id and _started(doc, now):
-            delete_schedule(tx, ASSIGNMENT_SCHEDULES, doc["id"])
+    for schedule_id in tx.find(ASSIGNMENT_SCHEDULES, "_instanceId", assignment_id):
+        doc = tx.peek(ASSIGNMENT_SCHEDULES, schedule_id)
+        if doc.get("_instanceId") == assignment_id and not _expired(doc, now) and _started(doc, now):
+            delete_schedule(tx, ASSIGNMENT_SCHEDULES, schedule_id)
             return True
     return False
 

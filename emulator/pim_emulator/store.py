@@ -5,9 +5,16 @@ the whole transaction, so concurrent requests never interleave: a write is eithe
 applied (SQLite and memory) or, if the block raises, fully undone (SQLite ROLLBACK and
 the memory mirror restored from an undo log).
 
-The mirror keeps each document as its JSON text, so ``get``/``list`` hand out fresh
-objects (``json.loads``) that callers may mutate freely, and the mirror itself can never
-be changed behind the store's back.
+The mirror keeps each document as its JSON text and as one decoded object. ``get``/``list``
+hand out fresh objects (``json.loads`` of the text) that callers may mutate freely.
+Read-only paths use ``peek``/``iter``/``list(..., copy=False)``, which return the mirror's
+own objects without copying: callers must treat them as read-only (shaping builds new dicts
+anyway). Every ``put`` stores a fresh decode, so a caller's dict never aliases the mirror.
+
+Secondary indexes: ``find(collection, prop, value)`` answers "which documents have
+``prop`` equal to ``value``" (strings compared case-insensitively, as OData ``eq`` does in
+the sandbox) without a scan. An index is built on first use from the mirror and then kept in
+step by ``put``/``delete``/rollback/``clear``; only string values are indexed.
 
 Nested ``transaction()`` calls on the same thread join the outer transaction (they do
 not commit on their own); the outer block decides commit or rollback.
@@ -52,12 +59,17 @@ class Store:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
-        # collection -> {id: (seq, json_text)}; dict order == insertion order (seq ascending)
-        self._mem: dict[str, dict[str, tuple[int, str]]] = {}
+        # collection -> {id: (seq, json_text, decoded)}; dict order == insertion order (seq ascending)
+        self._mem: dict[str, dict[str, tuple[int, str, dict]]] = {}
+        # collection -> prop -> casefolded string value -> {id: None} (built lazily, see find())
+        self._idx: dict[str, dict[str, dict[str, dict[str, None]]]] = {}
+        # collection -> number of changes (for caches derived from a collection, see key_union())
+        self._version: dict[str, int] = {}
+        self._key_cache: dict[str, tuple[int, frozenset]] = {}
         self._meta: dict[str, str] = {}
         self._seq = 0
         for collection, doc_id, seq, doc in self._db.execute("SELECT collection, id, seq, doc FROM docs ORDER BY seq"):
-            self._mem.setdefault(collection, {})[doc_id] = (seq, doc)
+            self._mem.setdefault(collection, {})[doc_id] = (seq, doc, json.loads(doc))
             self._seq = max(self._seq, seq)
         for key, value in self._db.execute("SELECT key, value FROM meta"):
             self._meta[key] = value
@@ -95,10 +107,51 @@ class Store:
                 pass
             self._db.close()
 
+    # -- indexes (called with the lock held, i.e. from a Tx) -----------------------------------
+    def _drop_derived(self) -> None:
+        """Forget every index and cache (after ``clear`` or its rollback); rebuilt on use."""
+        self._idx = {}
+        self._key_cache = {}
+        for collection in list(self._version):
+            self._version[collection] += 1
+
+    def _changed(self, collection: str, id: str, old: tuple | None, new: tuple | None) -> None:
+        """Keep the indexes of ``collection`` in step with one document replacing another."""
+        self._version[collection] = self._version.get(collection, 0) + 1
+        for prop, index in self._idx.get(collection, {}).items():
+            before = _index_key(old[2].get(prop)) if old is not None else None
+            after = _index_key(new[2].get(prop)) if new is not None else None
+            if before == after:
+                continue
+            if before is not None:
+                ids = index.get(before)
+                if ids is not None:
+                    ids.pop(id, None)
+                    if not ids:
+                        del index[before]
+            if after is not None:
+                index.setdefault(after, {})[id] = None
+
+    def _index(self, collection: str, prop: str) -> dict[str, dict[str, None]]:
+        by_prop = self._idx.setdefault(collection, {})
+        index = by_prop.get(prop)
+        if index is None:
+            index = {}
+            for doc_id, entry in self._mem.get(collection, {}).items():
+                key = _index_key(entry[2].get(prop))
+                if key is not None:
+                    index.setdefault(key, {})[doc_id] = None
+            by_prop[prop] = index
+        return index
+
     # counts for diagnostics (no lock needed for a rough figure)
     def counts(self) -> dict[str, int]:
         with self._lock:
             return {name: len(docs) for name, docs in self._mem.items() if docs}
+
+
+def _index_key(value) -> str | None:
+    return value.casefold() if isinstance(value, str) else None
 
 
 class Tx:
@@ -112,11 +165,64 @@ class Tx:
 
     # -- reads ---------------------------------------------------------------
     def get(self, collection: str, id: str) -> dict | None:
+        """A fresh copy of one document (the caller may mutate it), or None."""
         entry = self._s._mem.get(collection, {}).get(id)
         return None if entry is None else json.loads(entry[1])
 
-    def list(self, collection: str) -> list[dict]:
-        return [json.loads(text) for _, text in self._s._mem.get(collection, {}).values()]
+    def peek(self, collection: str, id: str) -> dict | None:
+        """The mirror's own object for one document, or None. Read-only: never mutate it."""
+        entry = self._s._mem.get(collection, {}).get(id)
+        return None if entry is None else entry[2]
+
+    def list(self, collection: str, copy: bool = True) -> list[dict]:
+        """Documents in insertion order; ``copy=False`` returns the mirror's objects (read-only)."""
+        entries = self._s._mem.get(collection, {}).values()
+        if copy:
+            return [json.loads(entry[1]) for entry in entries]
+        return [entry[2] for entry in entries]
+
+    def iter(self, collection: str) -> Iterator[dict]:
+        """The mirror's objects in insertion order, without copying. Read-only: never mutate them,
+        and do not write to ``collection`` while iterating."""
+        for entry in self._s._mem.get(collection, {}).values():
+            yield entry[2]
+
+    def find(self, collection: str, prop: str, value) -> list[str]:
+        """Ids (insertion order) of the documents whose top-level ``prop`` is the string ``value``,
+        compared case-insensitively (casefold). A non-string ``value`` matches nothing."""
+        key = _index_key(value)
+        if key is None:
+            return []
+        ids = self._s._index(collection, prop).get(key)
+        if not ids:
+            return []
+        if len(ids) == 1:
+            return list(ids)
+        docs = self._s._mem.get(collection, {})
+        return sorted(ids, key=lambda i: docs[i][0])
+
+    def find_docs(self, collection: str, prop: str, value) -> list[dict]:
+        """``find`` returning the mirror's objects (read-only)."""
+        docs = self._s._mem.get(collection, {})
+        return [docs[i][2] for i in self.find(collection, prop, value)]
+
+    def order(self, collection: str, ids) -> list[str]:
+        """``ids`` that exist in ``collection``, deduplicated, in insertion order."""
+        docs = self._s._mem.get(collection, {})
+        return sorted({i for i in ids if i in docs}, key=lambda i: docs[i][0])
+
+    def key_union(self, collection: str) -> frozenset:
+        """Every top-level key some document of ``collection`` has (cached until it changes)."""
+        version = self._s._version.get(collection, 0)
+        cached = self._s._key_cache.get(collection)
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        keys = set()
+        for entry in self._s._mem.get(collection, {}).values():
+            keys.update(entry[2])
+        result = frozenset(keys)
+        self._s._key_cache[collection] = (version, result)
+        return result
 
     def ids(self, collection: str) -> list[str]:
         """Ids of a collection in insertion order (cheap; no documents decoded)."""
@@ -154,7 +260,9 @@ class Tx:
             (collection, id, seq, text),
         )
         self._undo.append(("doc", collection, id, old))
-        docs[id] = (seq, text)
+        new = (seq, text, json.loads(text))
+        docs[id] = new
+        self._s._changed(collection, id, old, new)
 
     def delete(self, collection: str, id: str) -> bool:
         docs = self._s._mem.get(collection)
@@ -162,7 +270,9 @@ class Tx:
             return False
         self._begin()
         self._s._db.execute("DELETE FROM docs WHERE collection = ? AND id = ?", (collection, id))
-        self._undo.append(("doc", collection, id, docs.pop(id)))
+        old = docs.pop(id)
+        self._undo.append(("doc", collection, id, old))
+        self._s._changed(collection, id, old, None)
         return True
 
     def meta_put(self, key: str, value) -> None:
@@ -190,6 +300,7 @@ class Tx:
         self._undo.append(("all", self._s._mem, self._s._meta, self._s._seq))
         self._s._mem = {}
         self._s._meta = {}
+        self._s._drop_derived()
 
     # -- end -----------------------------------------------------------------
     def _commit(self) -> None:
@@ -207,6 +318,7 @@ class Tx:
         for kind, a, b, old in reversed(self._undo):
             if kind == "all":
                 self._s._mem, self._s._meta, self._s._seq = a, b, old
+                self._s._drop_derived()
             elif kind == "meta":
                 if old is None:
                     self._s._meta.pop(b, None)
@@ -214,12 +326,14 @@ class Tx:
                     self._s._meta[b] = old
             else:
                 docs = self._s._mem.setdefault(a, {})
+                current = docs.get(b)
                 if old is None:
                     docs.pop(b, None)
                 else:
                     if b not in docs:
                         resort.add(a)
                     docs[b] = old
+                self._s._changed(a, b, current, old)
         for collection in resort:  # a deleted document came back: restore insertion order
             docs = self._s._mem[collection]
             self._s._mem[collection] = dict(sorted(docs.items(), key=lambda kv: kv[1][0]))
