@@ -58,8 +58,12 @@ Grant = namedtuple(
 )
 Grant.__doc__ = "One grant as the user wrote it, with its schedule parsed (desired: _pim.Desired)."
 
-Change = namedtuple("Change", "key target kind plan desired grant")
-Change.__doc__ = "One planned item: key = (kind, principal id, role id, scope); grant None for a purge candidate."
+Change = namedtuple("Change", "key target kind plan desired grant activated")
+Change.__new__.__defaults__ = (False,)
+Change.__doc__ = """One planned item: key = (kind, principal id, role id, scope); grant None for a purge candidate.
+
+activated: True when the item is an activation (assignmentType Activated) that end_activations ends.
+"""
 
 
 # ------------------------------------------------------------------ small helpers
@@ -75,6 +79,22 @@ def _scope_key(value):
 
 def item_key(kind, principal_id, role_id, scope_id):
     return (kind, _low(principal_id), _low(role_id), _scope_key(scope_id))
+
+
+def as_activation(current):
+    """A Current whose managed schedule is the principal's activation (from ``current.other``), or None. Pure.
+
+    The planner manages Direct, Assigned schedules; an activation sits in ``other``. To end one
+    (end_activations), the same planner is given it as the schedule, so plan(absent) answers
+    ``remove`` with the same adminRemove body (notes §8; an adminRemove on an assignment request
+    ends an activation too).
+    """
+    activation = _pim.activation_of(current)
+    if activation is None:
+        return None
+    others = [item for item in current.other if item is not activation]
+    window = sched.window_from_schedule_info(activation.get("scheduleInfo"))
+    return current._replace(schedule=activation, window=window, other=others)
 
 
 def _error_text(err):
@@ -799,7 +819,12 @@ class Reconciler:
     def _plan_purge(self, changes, boundary, protected):
         """Everything managed inside the boundary that no grant asks for → absent (remove/cancel)."""
         desired_keys = {c.key for c in changes}
+        # An activation is covered by a grant of either type for its principal, role and scope:
+        # who stays eligible keeps what they activated.
+        covered = desired_keys | {("assignment",) + c.key[1:] for c in changes}
+        end_activations = bool(self.params.get("end_activations"))
         found = OrderedDict()  # key -> (kind, principal id, role id, scope id)
+        activations = set()  # keys found only as an activation
         for kind in boundary.types:
             for item in self.schedules[kind]:
                 if item.get("status") in _pim._ENDED_STATUSES:
@@ -807,7 +832,13 @@ class Reconciler:
                 if (item.get("memberType") or "Direct") != "Direct":
                     continue  # inherited through a group: never touched
                 if kind == "assignment" and (item.get("assignmentType") or "Assigned") != "Assigned":
-                    continue  # activations are never removed
+                    # An activation: ended only when asked (end_activations) and no grant covers it.
+                    if not end_activations or (item.get("assignmentType") or "") != "Activated":
+                        continue
+                    key = self._purge_candidate(found, kind, item, boundary, covered)
+                    if key is not None:
+                        activations.add(key)
+                    continue
                 self._purge_candidate(found, kind, item, boundary, desired_keys)
             for req in self.pending[kind]:
                 self._purge_candidate(found, kind, req, boundary, desired_keys)
@@ -822,15 +853,24 @@ class Reconciler:
             role = self.resolver.role_by_id(rid) or _resolve.Role(rid, None, rid, False)
             target = _pim.Target(principal, role, scope_id, None)
             current = self._current(kind, target)
+            activated = False
+            if key in activations and current.schedule is None:
+                if self._is_held("eligibility", pid, rid):
+                    continue  # a skipped eligible grant may be what the activation came from
+                promoted = as_activation(current)
+                if promoted is not None:
+                    current, activated = promoted, True
             desired = _pim.Desired("absent")
             if pid in protected:
                 before = _pim.plan(kind, target, desired, current, self.now).before
                 p = _pim.Plan("none", ["a protected principal: never removed"], before, before, None, [])
                 self.protected_keys.add(key)
-                out.append(Change(key, target, kind, p, desired, None))
+                out.append(Change(key, target, kind, p, desired, None, activated))
                 continue
             p = _pim.plan(kind, target, desired, current, self.now)
-            out.append(Change(key, target, kind, p, desired, None))
+            if activated:
+                p = p._replace(reasons=["an activation no grant covers (end_activations is true): end it"])
+            out.append(Change(key, target, kind, p, desired, None, activated))
         return out
 
     def _purge_candidate(self, found, kind, item, boundary, desired_keys):
@@ -841,9 +881,10 @@ class Reconciler:
         if not in_boundary(boundary, kind, pid, rid, scope_id):
             return
         key = item_key(kind, pid, rid, scope_id)
-        if key in desired_keys:
-            return
-        found.setdefault(key, (kind, pid, rid, scope_id))
+        if key in desired_keys or key in found:
+            return None
+        found[key] = (kind, pid, rid, scope_id)
+        return key
 
     def _principal_names(self, ids):
         """Principals for ids that no grant named (purge candidates): getByIds, batched."""
@@ -977,6 +1018,7 @@ def change_entry(change, applied, outcome=None):
         "role_id": change.target.role.id,
         "directory_scope": change.target.directory_scope_id or "/",
         "type": KIND_TYPE[change.kind],
+        "activated": bool(change.activated),
         "action": ACTION_WORDS[p.action],
         "reasons": list(p.reasons),
         "before": p.before,
@@ -992,7 +1034,7 @@ def change_entry(change, applied, outcome=None):
 
 def _diff_key(change):
     return "%s | %s | %s | %s" % (
-        KIND_TYPE[change.kind],
+        "activated" if change.activated else KIND_TYPE[change.kind],
         change.target.role.display_name or change.target.role.id,
         change.target.directory_scope_id or "/",
         (change.grant.principal if change.grant else None)
@@ -1263,9 +1305,11 @@ class Writer:
             got = answers[id(change)]
             if any(isinstance(v, GraphError) for v in got.values()):
                 continue
-            out[id(change)] = _pim.current_from_answers(
-                change.kind, change.target, got.get("schedules"), got.get("requests")
-            )
+            current = _pim.current_from_answers(change.kind, change.target, got.get("schedules"), got.get("requests"))
+            if change.activated:
+                # An activation still running is the schedule this change ends.
+                current = as_activation(current) or current
+            out[id(change)] = current
         return out
 
 

@@ -16,8 +16,9 @@ description:
     M(entra.pim.pim_role_eligibility) does for one grant; missing grants are added, different schedules are updated
     in place, equal ones are left alone.
   - With O(purge=true), whatever sits inside the O(boundary) but is not in O(grants) is removed, or cancelled when it
-    is still a pending request. Nothing outside the boundary is ever removed. Activations (a member's own
-    just-in-time activation), entries inherited through a group, and O(protected_principals) are never removed.
+    is still a pending request. Nothing outside the boundary is ever removed. Entries inherited through a group and
+    O(protected_principals) are never removed; activations (a member's own just-in-time activation) are ended only
+    with O(end_activations=true).
   - Built for scale. All principals and roles are resolved together, the current state of the whole boundary is read
     with as few paged requests as possible, and the changes are sent through Microsoft Graph C($batch) requests of
     20. Throttled requests are retried; a lost answer is settled by reading the state again, so nothing is sent
@@ -140,6 +141,19 @@ options:
     type: bool
     default: false
     version_added: 0.1.0
+  end_activations:
+    description:
+      - When O(purge=true), activations (C(assignmentType) C(Activated), a principal's own just-in-time activation)
+        inside the O(boundary) that no grant covers are ended with C(adminRemove) on
+        C(roleAssignmentScheduleRequests). A grant of either type for the same principal, role and scope covers
+        the activation.
+      - The boundary must include O(boundary.types=active) for activations to be read.
+      - Ended activations are listed in RV(changes) with RV(changes[].action=remove), RV(changes[].type=active)
+        and RV(changes[].activated=true), and counted in RV(summary.removed).
+      - V(false) never ends an activation, and neither does O(purge=false).
+    type: bool
+    default: false
+    version_added: 0.1.0
   protected_principals:
     description:
       - Principals never removed, whatever O(purge) says (break-glass accounts, the automation's own identity).
@@ -240,12 +254,13 @@ EXAMPLES = r"""
   diff: true
   register: pim_plan
 
-- name: Offboard one person - remove everything they hold, keep going if one item fails
+- name: Offboard one person - remove everything they hold and end their activations, keep going if one item fails
   entra.pim.pim_access:
     grants: []
     boundary:
       principals: [leaver@contoso.example]
     purge: true
+    end_activations: true
     fail_fast: false
     justification: Offboarding HR-5678
 """
@@ -263,7 +278,7 @@ summary:
       description: Grants whose schedule was changed in place (C(adminUpdate)).
       type: int
     removed:
-      description: Grants removed by O(purge) (C(adminRemove)).
+      description: Grants removed by O(purge) (C(adminRemove)), activations ended by O(end_activations) included.
       type: int
     cancelled:
       description: Pending requests cancelled by O(purge).
@@ -311,6 +326,10 @@ changes:
     type:
       description: V(eligible) or V(active).
       type: str
+    activated:
+      description: V(true) for an activation (a principal's own just-in-time activation) that
+        O(end_activations) ends; V(false) otherwise.
+      type: bool
     action:
       description: V(add), V(update), V(remove), V(cancel) or V(none).
       type: str
@@ -344,6 +363,7 @@ changes:
       role_id: fe930be7-5e62-47db-91af-98c3a49a38b1
       directory_scope: /
       type: eligible
+      activated: false
       action: add
       reasons: [the eligibility does not exist]
       before: null
@@ -398,6 +418,7 @@ ARGUMENT_SPEC = dict(
     grants=dict(type="list", elements="dict", default=[], options=GRANT_SPEC),
     boundary=dict(type="dict", options=BOUNDARY_SPEC),
     purge=dict(type="bool", default=False),
+    end_activations=dict(type="bool", default=False),
     protected_principals=dict(type="list", elements="str", default=[]),
     protect_last_global_admin=dict(type="bool", default=True),
     fail_fast=dict(type="bool", default=True),

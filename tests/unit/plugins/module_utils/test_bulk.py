@@ -247,6 +247,15 @@ class FakeGraph:
                 return 400, {"error": {"code": "RoleAssignmentDoesNotExist", "message": "does not exist"}}
             same[0]["scheduleInfo"] = body["scheduleInfo"]
         elif action == "adminRemove":
+            # An administrator's removal ends an activation too (emulator README, adminRemove).
+            same = same or [
+                s
+                for s in self.schedules[kind]
+                if s["principalId"] == body["principalId"]
+                and s["roleDefinitionId"] == body["roleDefinitionId"]
+                and s["directoryScopeId"] == body["directoryScopeId"]
+                and s["memberType"] == "Direct"
+            ]
             if not same:
                 return 400, {"error": {"code": "RoleAssignmentDoesNotExist", "message": "does not exist"}}
             self.schedules[kind].remove(same[0])
@@ -554,3 +563,54 @@ def test_purge_cancels_a_pending_request_and_a_matching_one_counts_as_there():
     assert result["summary"]["cancelled"] == 1
     assert stale["status"] == "Revoked" and wanted["status"] == "Granted"
     assert fake.writes == 1
+
+
+def test_end_activations_ends_an_uncovered_activation_with_the_same_planner():
+    """end_activations: an activation no grant covers gets adminRemove on the assignment requests (notes §8)."""
+    fake = FakeGraph(users=3)
+    ids = [user(i)["id"] for i in range(3)]
+    fake.add_assignment(ids[0], USER_ADMIN, assignment_type="Activated")  # ended
+    fake.add_assignment(ids[1], USER_ADMIN, assignment_type="Activated")  # covered: u1 stays eligible
+    fake.add_eligibility(ids[1], USER_ADMIN)
+    fake.add_assignment(ids[2], USER_ADMIN, assignment_type="Activated", member_type="Group")  # inherited
+    kw = dict(grants=[grant(1, duration=None)], boundary={"roles": ["User Administrator"]}, purge=True)
+
+    # Without end_activations, or without purge, nothing is ended.
+    assert run(fake, check_mode=True, **kw)["summary"]["removed"] == 0
+    assert run(fake, check_mode=True, end_activations=True, **dict(kw, purge=False))["summary"]["removed"] == 0
+    # With no grant at all, u1's activation is not covered either: u0's and u1's activations and u1's eligibility.
+    bare = run(fake, check_mode=True, end_activations=True, grants=[], boundary=kw["boundary"], purge=True)
+    assert bare["summary"]["removed"] == 3
+
+    plan = run(fake, check_mode=True, diff_mode=True, end_activations=True, **kw)
+    ended = [c for c in plan["changes"] if c["action"] == "remove"]
+    assert [(c["principal_id"], c["type"], c["activated"], c["status"]) for c in ended] == [
+        (ids[0], "active", True, "planned")
+    ]
+    assert ended[0]["before"]["assignment_type"] == "Activated" and ended[0]["after"] is None
+    assert "activated | User Administrator | / | User 0" in plan["diff"]["before"]
+    assert fake.writes == 0
+
+    result = run(fake, end_activations=True, **kw)
+    assert result["changed"] and result["summary"]["removed"] == 1
+    sent = fake.requests["assignment"][-1]
+    assert (sent["action"], sent["principalId"], sent["roleDefinitionId"]) == ("adminRemove", ids[0], USER_ADMIN)
+    assert "scheduleInfo" in sent  # assignment requests need it (notes §3.1, §8)
+    assert [c["activated"] for c in result["changes"]] == [False, True]
+    assert (ids[0], USER_ADMIN) not in fake.keys("assignment")
+    assert {(ids[1], USER_ADMIN), (ids[2], USER_ADMIN)} <= set(fake.keys("assignment"))
+
+    again = run(fake, end_activations=True, **kw)
+    assert not again["changed"] and again["summary"]["removed"] == 0
+
+
+def test_end_activations_spares_protected_and_the_last_global_admin():
+    fake = FakeGraph(users=2)
+    fake.schedules["assignment"].clear()  # the only Global Administrator is an activation of u0
+    fake.add_assignment(user(0)["id"], GA, assignment_type="Activated")
+    fake.add_assignment(user(1)["id"], USER_ADMIN, assignment_type="Activated")
+    kw = dict(boundary={"types": ["active"]}, purge=True, end_activations=True, fail_fast=False)
+    result = run(fake, protected_principals=["u1@contoso.example"], **kw)
+    statuses = {c["role_id"]: c["status"] for c in result["changes"]}
+    assert statuses == {GA: "refused", USER_ADMIN: "protected"}
+    assert fake.writes == 0 and len(fake.keys("assignment")) == 2

@@ -83,3 +83,17 @@ def test_active_grant_for_a_service_principal(graph, capsys):
     out = run(capsys, grants=grants, justification="ci")
     assert out["summary"]["added"] == 1, out
     assert graph.requests["assignment"][-1]["justification"] == "ci"
+
+
+def test_end_activations_defaults_to_false_and_is_a_boolean(graph, capsys):
+    pid = fakes.user(3)["id"]
+    graph.add_assignment(pid, fakes.USER_ADMIN, assignment_type="Activated")
+    leaver = {"principals": ["u3@contoso.example"]}
+    out = run(capsys, boundary=leaver, purge=True)
+    assert not out["changed"] and graph.writes == 0
+    out = run(capsys, boundary=leaver, purge=True, end_activations="maybe")
+    assert out["failed"] and "end_activations" in out["msg"]
+    out = run(capsys, boundary=leaver, purge=True, end_activations=True)
+    assert out["changed"] and out["summary"]["removed"] == 1, out
+    assert [(c["type"], c["activated"], c["action"]) for c in out["changes"]] == [("active", True, "remove")]
+    assert graph.requests["assignment"][-1]["action"] == "adminRemove"
