@@ -303,40 +303,49 @@ class Source:
     the scan's: the index only narrows the candidates, which then go through the full filter in
     insertion order.
 
-    * ``view(doc)`` turns a stored document (a read-only mirror object) into the item the API
-      shows, or None to leave it out (e.g. an expired schedule).
+    * ``keep(doc)`` says whether a stored document (a read-only mirror object) is listed at all
+      (e.g. not an expired schedule; default: every document), ``view(doc)`` turns a kept one
+      into the item the API shows. Without ``$filter``/``$orderby`` only the page (and the first
+      50 items, whose keys check ``$select``) is viewed.
     * ``indexed`` maps a property name of the items to the stored property it equals, for
       properties worth an index (``{"userPrincipalName": "userPrincipalName"}``).
     * ``known_keys()`` gives the property names of the whole collection's items (None when
       it has none), for the unknown-property check; needed only without ``filterable``.
     """
 
-    def __init__(self, tx, collection: str, view, indexed=(), known_keys=None):
+    def __init__(self, tx, collection: str, view, indexed=(), known_keys=None, keep=None):
         self.tx = tx
         self.collection = collection
         self.view = view
+        self.keep = keep
         pairs = indexed.items() if isinstance(indexed, dict) else ((name, name) for name in indexed)
         self.indexed = {name.lower(): stored for name, stored in pairs}
         self._known_keys = known_keys
 
+    def docs(self) -> list:
+        """The kept documents (read-only), insertion order."""
+        if self.keep is None:
+            return self.tx.list(self.collection, copy=False)
+        return [d for d in self.tx.iter(self.collection) if self.keep(d)]
+
     def all(self) -> list:
-        view = self.view
-        return [v for v in map(view, self.tx.iter(self.collection)) if v is not None]
+        return [self.view(d) for d in self.docs()]
+
+    def lazy(self) -> _LazyViews:
+        return _LazyViews(self.docs(), self.view)
 
     def by_ids(self, ids) -> list:
         out = []
         for doc_id in ids:
             doc = self.tx.peek(self.collection, doc_id)
-            item = self.view(doc) if doc is not None else None
-            if item is not None:
-                out.append(item)
+            if doc is not None and (self.keep is None or self.keep(doc)):
+                out.append(self.view(doc))
         return out
 
     def first(self):
         for doc in self.tx.iter(self.collection):
-            item = self.view(doc)
-            if item is not None:
-                return item
+            if self.keep is None or self.keep(doc):
+                return self.view(doc)
         return None
 
     def known_keys(self):
@@ -377,6 +386,27 @@ class Source:
             if not isinstance(literal, A.String | A.GUID):
                 return None  # other literals compare by type rules the index does not model
             out.update(self.tx.find(self.collection, stored, literal.val))
+        return out
+
+
+class _LazyViews:
+    """A list of kept documents that views an item only when a slice asks for it."""
+
+    def __init__(self, docs: list, view):
+        self._docs = docs
+        self._view = view
+        self._cache: dict[int, dict] = {}
+
+    def __len__(self) -> int:
+        return len(self._docs)
+
+    def __getitem__(self, index: slice) -> list:
+        out = []
+        for i in range(*index.indices(len(self._docs))):
+            item = self._cache.get(i)
+            if item is None:
+                item = self._cache[i] = self._view(self._docs[i])
+            out.append(item)
         return out
 
 
@@ -576,8 +606,10 @@ def collection_response(ctx, items, context_path, expanders=None, filterable=Non
             known = source.known_keys() if filterable is None and first is not None else None
             items = source.all() if ids is None else source.by_ids(ids)
             items = apply_filter(ctx, items, q["$filter"], expanders, filterable, type_name, known_keys=known)
-        else:
+        elif q.get("$orderby"):
             items = source.all()
+        else:  # a page of a plain listing: view only what is shown
+            items = source.lazy()
     else:
         items = list(items)
         type_name = _type_name(items)

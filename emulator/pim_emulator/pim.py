@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import lru_cache
 from urllib.parse import quote
 
 from pim_emulator import ids
@@ -114,7 +115,9 @@ def ts(dt: datetime | None) -> str | None:
     return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+@lru_cache(maxsize=1 << 16)
 def _dt(value: str | None) -> datetime | None:
+    """Stored timestamp -> datetime, cached: listings test every schedule's start and end."""
     return parse_datetime(value) if value else None
 
 
@@ -221,19 +224,14 @@ def _assignment_instance(doc: dict) -> dict:
     }
 
 
-def eligibility_instance_view(now: datetime):
-    """Stored eligibility schedule -> its current instance, or None (expired or not started)."""
-    return lambda d: _eligibility_instance(d) if not _is_expired(d, now) and _has_started(d, now) else None
+def is_current(now: datetime):
+    """Stored schedule -> whether it is listed (not expired; active or future)."""
+    return lambda d: not _is_expired(d, now)
 
 
-def assignment_instance_view(now: datetime):
-    """Stored assignment schedule -> its current instance, or None (expired or not started)."""
-    return lambda d: _assignment_instance(d) if not _is_expired(d, now) and _has_started(d, now) else None
-
-
-def current_schedule_view(now: datetime):
-    """Stored schedule -> its API view, or None when expired."""
-    return lambda d: None if _is_expired(d, now) else schedule_view(d, now)
+def is_instance(now: datetime):
+    """Stored schedule -> whether it has a current instance (started, not expired)."""
+    return lambda d: not _is_expired(d, now) and _has_started(d, now)
 
 
 def eligibility_instances(tx, now: datetime) -> list[dict]:
@@ -1383,10 +1381,10 @@ def source_for(spec: _Spec, tx, now: datetime) -> Source:
     if spec.shape == "requests":
         return Source(tx, spec.name, lambda d: request_view(d, now), PIM_INDEXED)
     if spec.shape == "schedules":
-        return Source(tx, spec.name, current_schedule_view(now), PIM_INDEXED)
+        return Source(tx, spec.name, lambda d: schedule_view(d, now), PIM_INDEXED, keep=is_current(now))
     if spec.kind == "eligibility":
-        return Source(tx, ELIGIBILITY_SCHEDULES, eligibility_instance_view(now), PIM_INDEXED)
-    return Source(tx, ASSIGNMENT_SCHEDULES, assignment_instance_view(now), PIM_INDEXED)
+        return Source(tx, ELIGIBILITY_SCHEDULES, _eligibility_instance, PIM_INDEXED, keep=is_instance(now))
+    return Source(tx, ASSIGNMENT_SCHEDULES, _assignment_instance, PIM_INDEXED, keep=is_instance(now))
 
 
 def items_for(spec: _Spec, tx, now: datetime) -> list[dict]:

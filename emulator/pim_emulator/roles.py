@@ -16,9 +16,10 @@ from pim_emulator.odata import Source
 from pim_emulator.pim import (
     ASSIGNMENT_SCHEDULES,
     PIM_INDEXED,
-    assignment_instance_view,
+    _assignment_instance,
     create_direct_assignment,
     delete_schedule,
+    is_instance,
     role_assignment_view,
     tenant_of,
 )
@@ -106,13 +107,11 @@ def get_role_definition(ctx):
 def _assignments(ctx) -> Source:
     """Every active assignment instance as a unifiedRoleAssignment, over the schedules store."""
     tenant_id = tenant_of(ctx.tx, ctx.tenant_id)
-    instance = assignment_instance_view(ctx.now())
 
     def view(doc):
-        inst = instance(doc)
-        return None if inst is None else role_assignment_view(inst, tenant_id)
+        return role_assignment_view(_assignment_instance(doc), tenant_id)
 
-    return Source(ctx.tx, ASSIGNMENT_SCHEDULES, view, PIM_INDEXED)
+    return Source(ctx.tx, ASSIGNMENT_SCHEDULES, view, PIM_INDEXED, keep=is_instance(ctx.now()))
 
 
 @route("GET", f"/v1.0/{_ASSIGNMENTS}", permissions=ROLE_READ)

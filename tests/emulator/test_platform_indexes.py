@@ -304,8 +304,16 @@ def test_indexed_answers_equal_scanned_answers(tmp_path, monkeypatch):
         indexed, other, pool_name = _ROUTES[path]
         pool = [v for v in values[pool_name] if v]
         query = {"$filter": _filter(rng, indexed, other, pool), "$count": "true"}
+        if rng.random() < 0.15:
+            del query["$filter"]  # a plain listing: only the page is viewed
+        if rng.random() < 0.1:
+            query["$orderby"] = rng.choice(indexed) + rng.choice(["", " desc"])
+        if rng.random() < 0.2:
+            query[rng.choice(["$top", "$skip"])] = str(rng.randint(0, 12))
         if path == "/v1.0/users" and rng.random() < 0.5:
             query["$select"] = "id,displayName,userPrincipalName,mail,accountEnabled"
+        elif rng.random() < 0.1:
+            query["$select"] = rng.choice(["id,principalId", "id,noSuchProperty", "displayName"])
         if rng.random() < 0.2:
             env.advance(hours=rng.choice([1, 24, 24 * 20]))  # schedules expire / start between queries
         monkeypatch.setattr(odata.Source, "candidates", counting)
