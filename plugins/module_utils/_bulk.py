@@ -845,6 +845,16 @@ class Reconciler:
         if not found:
             return []
         names = self._principal_names({pid for _k, pid, _r, _s in found.values()})
+        # Every adminRemove carries the task's justification and ticket, so Graph's audit trail
+        # shows why (an offboarding ticket). Graph's cancel takes no body (notes §1.1), so a
+        # cancel cannot carry them; the result lists it with the rest.
+        absent = _pim.Desired(
+            "absent",
+            None,
+            self.params.get("justification"),
+            self.params.get("ticket_number"),
+            self.params.get("ticket_system"),
+        )
         out = []
         for key, (kind, pid, rid, scope_id) in found.items():
             if self._is_held(kind, pid, rid):
@@ -860,7 +870,7 @@ class Reconciler:
                 promoted = as_activation(current)
                 if promoted is not None:
                     current, activated = promoted, True
-            desired = _pim.Desired("absent")
+            desired = absent
             if pid in protected:
                 before = _pim.plan(kind, target, desired, current, self.now).before
                 p = _pim.Plan("none", ["a protected principal: never removed"], before, before, None, [])

@@ -177,15 +177,20 @@ options:
     default: true
     version_added: 0.1.0
   justification:
-    description: Default justification for every request. Some role policies require one.
+    description:
+      - Default justification for every request. Some role policies require one.
+      - Sent with every removal O(purge) makes (C(adminRemove)), so the Microsoft Graph audit trail shows why.
+        A cancel carries none, because Microsoft Graph's C(cancel) takes no request body.
     type: str
     version_added: 0.1.0
   ticket_number:
-    description: Default ticket number for every request.
+    description:
+      - Default ticket number for every request, and the ticket of every removal O(purge) makes.
+      - Requires O(ticket_system).
     type: str
     version_added: 0.1.0
   ticket_system:
-    description: Default ticket system for every request.
+    description: Default ticket system for every request, and of every removal O(purge) makes.
     type: str
     version_added: 0.1.0
 notes:
@@ -262,7 +267,9 @@ EXAMPLES = r"""
     purge: true
     end_activations: true
     fail_fast: false
-    justification: Offboarding HR-5678
+    justification: Offboarding of a leaver
+    ticket_number: HR-5678
+    ticket_system: HR
 """
 
 RETURN = r"""
@@ -439,7 +446,11 @@ def run(module):
 
 
 def main():
-    PimModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True).run(run)
+    PimModule(
+        argument_spec=ARGUMENT_SPEC,
+        supports_check_mode=True,
+        required_together=[("ticket_number", "ticket_system")],
+    ).run(run)
 
 
 if __name__ == "__main__":

@@ -614,3 +614,28 @@ def test_end_activations_spares_protected_and_the_last_global_admin():
     statuses = {c["role_id"]: c["status"] for c in result["changes"]}
     assert statuses == {GA: "refused", USER_ADMIN: "protected"}
     assert fake.writes == 0 and len(fake.keys("assignment")) == 2
+
+
+def test_purge_removals_carry_the_task_justification_and_ticket():
+    """Every adminRemove purge sends names why (the offboarding ticket) for Graph's audit trail (notes §3.1)."""
+    fake = FakeGraph(users=2)
+    pid = user(0)["id"]
+    fake.add_eligibility(pid, USER_ADMIN)
+    fake.add_assignment(pid, HELPDESK_ADMIN)
+    fake.add_assignment(pid, USER_ADMIN, assignment_type="Activated")
+    result = run(
+        fake,
+        boundary={"principals": ["u0@contoso.example"]},
+        purge=True,
+        end_activations=True,
+        justification="Offboarding of u0",
+        ticket_number="HR-9",
+        ticket_system="HR",
+    )
+    assert result["summary"]["removed"] == 3
+    sent = fake.requests["eligibility"] + fake.requests["assignment"]
+    assert len(sent) == 3
+    for req in sent:
+        assert req["action"] == "adminRemove"
+        assert req["justification"] == "Offboarding of u0"
+        assert req["ticketInfo"] == {"ticketNumber": "HR-9", "ticketSystem": "HR"}

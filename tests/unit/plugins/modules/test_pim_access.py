@@ -97,3 +97,9 @@ def test_end_activations_defaults_to_false_and_is_a_boolean(graph, capsys):
     assert out["changed"] and out["summary"]["removed"] == 1, out
     assert [(c["type"], c["activated"], c["action"]) for c in out["changes"]] == [("active", True, "remove")]
     assert graph.requests["assignment"][-1]["action"] == "adminRemove"
+
+
+def test_ticket_number_needs_ticket_system(graph, capsys):
+    out = run(capsys, boundary={"principals": ["u3@contoso.example"]}, purge=True, ticket_number="HR-1")
+    assert out["failed"] and "ticket_number" in out["msg"] and "ticket_system" in out["msg"]
+    assert graph.writes == 0
