@@ -372,7 +372,8 @@ def plan(kind, target, desired, current, now):
     present: nothing there → create (adminAssign); there with another schedule → update
     (adminUpdate, in place); the same by meaning → none. A pending request that already asks
     for the desired schedule counts as "there" (re-sending it would be refused as a duplicate).
-    absent: a schedule → remove (adminRemove); only a pending request → cancel; nothing → none.
+    absent: a schedule → remove (adminRemove), but one that has not started yet → cancel its
+    Granted request (``requests_not_started``); only a pending request → cancel; nothing → none.
     Inherited and other (e.g. activated) schedules never influence the action.
     """
     kind = KINDS[kind] if isinstance(kind, str) else kind
@@ -383,6 +384,13 @@ def plan(kind, target, desired, current, now):
     )
 
     if desired.state == "absent":
+        not_started = requests_not_started(current, now)
+        if not_started:
+            # Status-aware removal (notes §4, §8): a schedule that has not started is still its
+            # Granted request, which is cancelled; adminRemove would leave that request behind.
+            ids = [r["id"] for r in not_started]
+            reason = "the %s has not started (request %s is Granted): cancel it" % (kind.noun, ", ".join(ids))
+            return Plan("cancel", [reason], before, None, None, ids)
         if current.schedule:
             info = sched.schedule_info(sched.Desired(None, None, None, None), now, current.window)
             body = request_body(kind, "adminRemove", target, info if kind.schedule_on_remove else None, **extras)
@@ -418,6 +426,26 @@ def plan(kind, target, desired, current, now):
     after = describe(kind, target, sched.window_after(want, now), None)
     body = request_body(kind, "adminAssign", target, info, **extras)
     return Plan("create", ["the %s does not exist" % kind.noun], None, after, body, [])
+
+
+def requests_not_started(current, now):
+    """The Granted requests behind a schedule that starts after ``now``, or [] (pure).
+
+    [] unless the request that created the schedule (its ``createdUsing``, or the schedule's own
+    id, notes §5) is among the pending ones and still Granted: only then does cancelling it take
+    the schedule away (notes §4). Granted requests that target the same schedule (a not yet
+    started adminUpdate) go with it.
+    """
+    schedule = (current or empty_current()).schedule
+    window = current.window if schedule else None
+    if window is None or window.start is None or window.start <= now:
+        return []
+    schedule_id = _lower(schedule.get("id"))
+    creator_id = _lower(schedule.get("createdUsing") or schedule.get("id"))
+    granted = [r for r in current.pending if r.get("status") == "Granted"]
+    if not any(_lower(r.get("id")) == creator_id for r in granted):
+        return []
+    return [r for r in granted if _lower(r.get("id")) == creator_id or _lower(r.get("targetScheduleId")) == schedule_id]
 
 
 def _pending_description(kind, target, req):

@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import pytest
-from ansible_collections.entra.pim.plugins.module_utils import _bulk, _resolve
+from ansible_collections.entra.pim.plugins.module_utils import _bulk, _pim, _resolve
 from ansible_collections.entra.pim.plugins.module_utils._errors import GraphError, InputError, PimError
 
 NOW = datetime(2026, 11, 29, 10, 0, 0, tzinfo=timezone.utc)
@@ -26,6 +26,7 @@ ROLES = [
     {"id": USER_ADMIN, "displayName": "User Administrator", "templateId": USER_ADMIN, "isBuiltIn": True},
     {"id": HELPDESK_ADMIN, "displayName": "Helpdesk Administrator", "templateId": HELPDESK_ADMIN, "isBuiltIn": True},
 ]
+ROLE_UA = _resolve.Role(USER_ADMIN, "User Administrator", USER_ADMIN, True)
 PAGE = 100
 BASE = "/roleManagement/directory/"
 
@@ -206,6 +207,8 @@ class FakeGraph:
             for req in self.requests[kind]:
                 if req["id"] == match.group(2):
                     req["status"] = "Revoked" if kind == "eligibility" else "Canceled"
+                    # Cancelling a Granted request takes away the schedule it created (emulator README, Cancel).
+                    self.schedules[kind] = [s for s in self.schedules[kind] if s.get("createdUsing") != req["id"]]
             return 204, None
         return self._request(kind, body)
 
@@ -639,3 +642,55 @@ def test_purge_removals_carry_the_task_justification_and_ticket():
         assert req["action"] == "adminRemove"
         assert req["justification"] == "Offboarding of u0"
         assert req["ticketInfo"] == {"ticketNumber": "HR-9", "ticketSystem": "HR"}
+
+
+def _future_eligibility(fake, pid, rid, start="2027-01-01T00:00:00Z"):
+    """An adminAssign with a future start: its request is Granted and its schedule is not started (notes §4)."""
+    req = _pending(fake, pid, rid, start=start)
+    req["targetScheduleId"] = req["id"]
+    fake.schedules["eligibility"].append(
+        {
+            "id": req["id"],  # notes §5: the schedule a request creates has the request's id
+            "principalId": pid,
+            "roleDefinitionId": rid,
+            "directoryScopeId": "/",
+            "memberType": "Direct",
+            "status": "Granted",
+            "createdUsing": req["id"],
+            "scheduleInfo": req["scheduleInfo"],
+        }
+    )
+    return req
+
+
+def test_planner_cancels_a_schedule_that_has_not_started_instead_of_removing_it():
+    """notes §4, §8 (status-aware removal): the single modules and pim_access share this decision."""
+    fake = FakeGraph()
+    pid = user(0)["id"]
+    req = _future_eligibility(fake, pid, USER_ADMIN)
+    target = _pim.Target(_resolve.Principal(pid, "user", "User 0", None, None), ROLE_UA, "/", None)
+    current = _pim.current_from_answers("eligibility", target, fake.schedules["eligibility"], [req])
+    p = _pim.plan("eligibility", target, _pim.Desired("absent"), current, NOW)
+    assert (p.action, p.cancel_ids, p.body) == ("cancel", [req["id"]], None)
+    assert p.before["status"] == "Granted" and p.after is None
+    # Once the start has passed, it is a schedule like any other: adminRemove.
+    later = datetime(2027, 1, 2, tzinfo=timezone.utc)
+    assert _pim.plan("eligibility", target, _pim.Desired("absent"), current, later).action == "remove"
+    # Without the Granted request that created it, cancelling could not take it away: adminRemove.
+    bare = _pim.current_from_answers("eligibility", target, fake.schedules["eligibility"], [])
+    assert _pim.plan("eligibility", target, _pim.Desired("absent"), bare, NOW).action == "remove"
+
+
+def test_purge_cancels_a_future_eligibility_in_one_run():
+    fake = FakeGraph(users=1)
+    pid = user(0)["id"]
+    req = _future_eligibility(fake, pid, USER_ADMIN)
+    kw = dict(boundary={"principals": ["u0@contoso.example"]}, purge=True, justification="leaver")
+    result = run(fake, **kw)
+    assert [(c["action"], c["type"], c["status"]) for c in result["changes"]] == [("cancel", "eligible", "applied")]
+    assert result["summary"]["cancelled"] == 1 and result["summary"]["removed"] == 0
+    assert fake.writes == 1 and req["status"] == "Revoked"
+    assert not any(r["action"] == "adminRemove" for r in fake.requests["eligibility"])
+    assert fake.keys("eligibility") == []
+    again = run(fake, **kw)
+    assert not again["changed"] and again["changes"] == [] and fake.writes == 1
