@@ -70,7 +70,7 @@ def test_get_builds_url_headers_and_passes_verify_and_timeout(base_settings):
 def test_client_request_id_is_new_for_every_request(base_settings):
     session = FakeSession().add("GET", V1, make_response(200, {}))
     client = client_for(session, base_settings)
-    for _ in range(3):
+    for dummy in range(3):
         client.get("/users")
     ids = {c.headers["client-request-id"] for c in session.calls}
     assert len(ids) == 3

@@ -165,7 +165,7 @@ def test_secrets_are_scrubbed_from_pim_errors_and_results(capsys, session):
 
 
 def test_validate_certs_false_warns_every_run(capsys, session):
-    for _ in range(2):
+    for dummy in range(2):
         result = run(capsys, {"access_token": make_jwt(), "validate_certs": False}, lambda module: {"changed": False})
         assert any("validate_certs is false" in w for w in warnings_of(result))
         ansible_warnings._global_warnings.clear()

@@ -125,7 +125,7 @@ def test_current_keeps_only_pending_requests_at_the_scope():
 
 def test_read_requests_filters_server_side_with_quoted_ids():
     named = pim.read_requests("eligibility", TARGET, include_pending=True)
-    assert [n for n, _ in named] == ["schedules", "requests"]
+    assert [n for n, dummy in named] == ["schedules", "requests"]
     flt = "principalId eq '%s' and roleDefinitionId eq '%s'" % (ALICE.id, USER_ADMIN.id)
     assert named[0][1]["path"] == "/roleManagement/directory/roleEligibilitySchedules"
     assert named[0][1]["params"] == {"$filter": flt}
@@ -343,7 +343,7 @@ def test_execute_cancel_posts_to_each_request():
     )
     client = Recorder([None, None])
     pim.execute(client, "eligibility", p)
-    assert [path for path, _ in client.posts] == [
+    assert [path for path, dummy in client.posts] == [
         "/roleManagement/directory/roleEligibilityScheduleRequests/r1/cancel",
         "/roleManagement/directory/roleEligibilityScheduleRequests/r2/cancel",
     ]

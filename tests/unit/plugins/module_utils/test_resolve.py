@@ -95,9 +95,9 @@ class FakeClient:
 
     graph_url = "https://fake.graph"
 
-    def __init__(self, roles=ROLES):
+    def __init__(self, roles=None):
         self.calls = []
-        self.roles = roles
+        self.roles = ROLES if roles is None else roles
         self.tables = {
             "/users": USERS,
             "/groups": GROUPS,
@@ -129,7 +129,7 @@ class FakeClient:
         self.calls.append(("BATCH", len(requests)))
         out = []
         for req in requests:
-            path, _, query = req["url"].partition("?")
+            path, dummy, query = req["url"].partition("?")
             from urllib.parse import parse_qsl
 
             params = dict(parse_qsl(query))
