@@ -171,19 +171,22 @@ def resolve_and_read(
     role_value = (role or "").strip()
     principal_value = (principal or "").strip()
     scope_id = _resolve.directory_scope_local(directory_scope)
-    if not (_resolve.is_guid(role_value) and _resolve.is_guid(principal_value) and scope_id is not None):
+    # Ids given, or names an earlier task resolved (directory cache): a guess, verified below.
+    role_id = resolver.known_role_id(role_value)
+    principal_id = resolver.known_principal_id(principal_value, principal_type)
+    if not (role_id and principal_id and scope_id is not None):
         target = resolve_target(client, resolver, role, principal, principal_type, directory_scope, app_scope)
         return target, read_current(client, kind, target, include_pending=include_pending)
 
     guess = Target(
-        _resolve.Principal(principal_value.lower(), None, None, None, None),
-        _resolve.Role(role_value.lower(), None, None, None),
+        _resolve.Principal(principal_id, None, None, None, None),
+        _resolve.Role(role_id, None, None, None),
         scope_id,
         _resolve.app_scope(app_scope),
     )
     named = []
-    if not resolver.roles_cached():
-        named.append(("role", resolver.role_request(role_value)))
+    if resolver.role_needs_check():
+        named.append(("role", resolver.role_request(role_id)))
     pairs = resolver.principal_requests(principal_value, principal_type)
     named.extend(("principal", pair[1]) for pair in pairs)
     named.extend(read_requests(kind, guess, include_pending=include_pending))
@@ -201,9 +204,7 @@ def resolve_and_read(
             principal_answers.append(answer)
         else:
             answers[name] = follow_pages(client, answer)
-    if isinstance(found_role, GraphError):
-        raise found_role
-    found_role = _resolve.role_from_graph(found_role) if found_role else resolver.role(role_value)
+    found_role = resolver.confirm_role(role_value, found_role)
     found_principal = resolver.principal_from_answers(
         principal_value, principal_type, [pair[0] for pair in pairs], principal_answers
     )
