@@ -580,7 +580,7 @@ def test_end_activations_ends_an_uncovered_activation_with_the_same_planner():
 
     # Without end_activations, or without purge, nothing is ended.
     assert run(fake, check_mode=True, **kw)["summary"]["removed"] == 0
-    no_purge = dict(kw, purge=False)
+    no_purge = {"grants": kw["grants"], "boundary": kw["boundary"], "purge": False}
     assert run(fake, check_mode=True, end_activations=True, **no_purge)["summary"]["removed"] == 0
     # With no grant at all, u1's activation is not covered either: u0's and u1's activations and u1's eligibility.
     bare = run(fake, check_mode=True, end_activations=True, grants=[], boundary=kw["boundary"], purge=True)
