@@ -66,10 +66,12 @@ ansible-lint: venv collection
 	$(BIN)/ansible-lint
 
 # Pytest runs last so its summary closes the output. Each worker starts (and always stops)
-# its own sandbox on a free loopback port.
+# its own sandbox on a free loopback port. The hardening tests import their own conftest by
+# name, so they run in a pytest process of their own.
 PYTEST := $(BIN)/pytest -q -p no:cacheprovider -n 2
 test: lint sanity ansible-lint
-	$(PYTEST) tests/unit tests/emulator tests/integration tests/workflows tests/hardening/test_secrets.py
+	$(PYTEST) tests/hardening/test_secrets.py
+	$(PYTEST) tests/unit tests/emulator tests/integration tests/workflows
 
 # The fault and bad-input matrices (issue 8): about 30 minutes on 2 busy cores, so not part of
 # `make test` yet; --dist loadscope keeps each fault's play on one worker.
