@@ -12,6 +12,7 @@ keep the two in step (ansible-test sanity compares them).
 
 from __future__ import annotations
 
+import abc
 import base64
 import email.utils
 import json
@@ -734,14 +735,15 @@ def decode_jwt_claims(token):
     return claims if isinstance(claims, dict) else {}
 
 
-class Credential:
+class Credential(abc.ABC):
     """Gives access tokens. ``get_token()`` returns ``(token, from_cache)``."""
 
     method = None
     can_refresh = False
 
+    @abc.abstractmethod
     def get_token(self):
-        raise NotImplementedError
+        """Each way of signing in says how it gets a token."""
 
     def invalidate(self, token):
         """Forget a token Graph refused; True when a fresh one may now be tried."""
@@ -782,8 +784,9 @@ class _MsalCredential(Credential):
         self._current = None
         self._current_until = 0
 
+    @abc.abstractmethod
     def _acquire(self):
-        raise NotImplementedError
+        """The MSAL call for this flow; returns MSAL's result dict."""
 
     def get_token(self):
         # Reuse the token in memory until 5 minutes before it expires: no cache lookup per request.
