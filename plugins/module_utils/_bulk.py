@@ -54,9 +54,12 @@ _ADMIN_ACTIONS = frozenset({"adminassign", "adminupdate", "adminextend", "adminr
 
 Grant = namedtuple(
     "Grant",
-    "index principal principal_type role directory_scope type desired justification ticket_number ticket_system",
+    "index principal principal_type role directory_scope type desired justification ticket_number ticket_system asked",
 )
-Grant.__doc__ = "One grant as the user wrote it, with its schedule parsed (desired: _pim.Desired)."
+Grant.__doc__ = """One grant as the user wrote it, with its schedule parsed (desired: _pim.Desired).
+
+asked: the schedule option as given, for messages ("duration 'P400D'").
+"""
 
 Change = namedtuple("Change", "key target kind plan desired grant activated")
 Change.__new__.__defaults__ = (False,)
@@ -234,6 +237,7 @@ def parse_grants(grants, defaults, now):
                 desired.justification,
                 ticket_number,
                 ticket_system,
+                _pim.schedule_option(raw),
             )
         )
     return out, errors
@@ -646,7 +650,7 @@ class Reconciler:
         protected = self._protected()
         if reader.error is not None:
             raise reader.error
-        changes = self._plan_grants(grants, boundary)
+        changes = self._within_policy(self._plan_grants(grants, boundary))
         if purge:
             changes.extend(self._plan_purge(changes, boundary, protected))
         self._protect_last_global_admin(changes)
@@ -761,6 +765,45 @@ class Reconciler:
             p = _pim.plan(kind, target, grant.desired, current, self.now)
             changes.append(Change(key, target, kind, p, grant.desired, grant))
         return changes
+
+    def _within_policy(self, changes):
+        """Drop (as item errors) grants longer than their role's PIM policy allows, before any write.
+
+        The policies of every role with a create or update are read in one batched round.
+        """
+        writing = [c for c in changes if c.plan.action in ("create", "update")]
+        role_ids = sorted({c.target.role.id for c in writing} - set(self.policy_rules))
+        if role_ids:
+            rounds = Rounds(self.client)
+            for role_id in role_ids:
+
+                def on_done(items, err, role_id=role_id):
+                    self.policy_rules[role_id] = None if err is not None else _pim.rules_of(items)
+
+                rounds.add_list(
+                    _resolve.encode_url(_pim.POLICY_ASSIGNMENTS, _pim.policy_rules_params(role_id)),
+                    on_done,
+                )
+            rounds.run()
+            self.graph_batches += rounds.batches
+        kept = []
+        for change in changes:
+            refusal = None
+            if change.plan.action in ("create", "update"):
+                refusal = _pim.above_policy_message(
+                    change.kind,
+                    change.target.role.display_name,
+                    self.policy_rules.get(change.target.role.id),
+                    change.plan.body,
+                    self.now,
+                    change.grant.asked,
+                )
+            if refusal:
+                label = "grants[%d] (%s)" % (change.grant.index, describe_grant(change.grant))
+                self._skip(change.grant, label, refusal)
+            else:
+                kept.append(change)
+        return kept
 
     def _skip(self, grant, label, msg):
         self._error(label, msg)

@@ -28,7 +28,7 @@ import json
 import re
 import time
 from collections import namedtuple
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from ansible_collections.entra.pim.plugins.module_utils import _resolve
 from ansible_collections.entra.pim.plugins.module_utils import _schedule as sched
@@ -304,23 +304,33 @@ def read_current(client, kind, target, include_pending=False):
     return current_from_answers(kind, target, found["schedules"], found.get("requests"))
 
 
-def read_policy_rules(client, role_id, scope_id="/"):
-    """The rules of the role's PIM policy (notes §1.3), or None when they cannot be read."""
+POLICY_ASSIGNMENTS = "/policies/roleManagementPolicyAssignments"
+
+
+def policy_rules_params(role_id, scope_id="/"):
+    """Query of the role's policy assignment with its rules expanded (notes §1.3)."""
     flt = "scopeId eq %s and scopeType eq 'DirectoryRole' and roleDefinitionId eq %s" % (
         odata_quote(scope_id or "/"),
         odata_quote(require_guid(role_id, "role id")),
     )
-    try:
-        items = client.list(
-            "/policies/roleManagementPolicyAssignments", params={"$filter": flt, "$expand": "policy($expand=rules)"}
-        )
-    except GraphError:
-        return None
-    for item in items:
+    return {"$filter": flt, "$expand": "policy($expand=rules)"}
+
+
+def rules_of(assignments):
+    """Policy assignments (with policy and rules expanded) → the rules, or None."""
+    for item in assignments or []:
         rules = ((item or {}).get("policy") or {}).get("rules")
         if rules is not None:
             return rules
     return None
+
+
+def read_policy_rules(client, role_id, scope_id="/"):
+    """The rules of the role's PIM policy (notes §1.3), or None when they cannot be read."""
+    try:
+        return rules_of(client.list(POLICY_ASSIGNMENTS, params=policy_rules_params(role_id, scope_id)))
+    except GraphError:
+        return None
 
 
 # ------------------------------------------------------------------ planning (pure)
@@ -704,6 +714,71 @@ def explain_rule(name, role_name, rules, request, level):
     return "%s: %s refused the request (policy rule %s)." % (name, role, name)
 
 
+def requested_length(request, now):
+    """How long the request's schedule lasts: a timedelta, or None for no expiration."""
+    info = (request or {}).get("scheduleInfo") or {}
+    expiration = info.get("expiration") or {}
+    kind = (expiration.get("type") or "").lower()
+    if kind == "afterduration":
+        return sched.parse_duration(expiration.get("duration"), "duration")
+    if kind != "afterdatetime":
+        return None
+    start = sched.parse_graph_datetime(info.get("startDateTime"))
+    # A start in the past counts from when Graph processes the request, as Graph does (notes §6.2).
+    start = now if start is None or start < now else start
+    return sched.parse_graph_datetime(expiration.get("endDateTime")) - start
+
+
+def expiration_refusal(kind, role_name, rules, request, now):
+    """The ExpirationRule sentence when ``request`` asks for longer than the role's policy allows, else None.
+
+    Pure. Mirrors Graph's check (notes §3.10 rules 1, 6 and 11; §6.2): the maximum binds only
+    while the rule requires expiry, and then no expiration is refused too. Without rules
+    (policy unreadable) it says nothing, and Graph's own refusal is explained after the write.
+    """
+    kind = KINDS[kind] if isinstance(kind, str) else kind
+    caller = _caller(request)
+    rule = find_rule(rules, "Expiration_%s_%s" % (caller, kind.level))
+    if not rule or not rule.get("isExpirationRequired"):
+        return None
+    length = requested_length(request, now)
+    try:
+        maximum = sched.parse_duration(rule.get("maximumDuration"), "maximumDuration")
+    except InputError:
+        maximum = None
+    # Graph allows a second of slack for the time between our clock and its own.
+    if length is not None and (maximum is None or length <= maximum + timedelta(seconds=1)):
+        return None
+    return explain_rule("ExpirationRule", role_name, rules, request, kind.level)
+
+
+POLICY_SECTIONS = {"Eligibility": "eligible_assignment", "Assignment": "active_assignment"}
+
+
+def above_policy_message(kind, role_name, rules, request, now, asked_by):
+    """``expiration_refusal`` as a task error: names the option, the limit and the two ways out; else None."""
+    kind = KINDS[kind] if isinstance(kind, str) else kind
+    refusal = expiration_refusal(kind, role_name, rules, request, now)
+    if refusal is None:
+        return None
+    rule = find_rule(rules, "Expiration_Admin_%s" % kind.level) or {}
+    return (
+        "%s is outside what the role's PIM policy allows, so nothing was sent. %s Give an end or duration of at "
+        "most %s, or change settings.%s (max_duration, allow_permanent) with entra.pim.pim_policy."
+        % (asked_by, refusal, rule.get("maximumDuration") or "the maximum", POLICY_SECTIONS[kind.level])
+    )
+
+
+def schedule_option(params):
+    """Which schedule option a task gave, with its value, for messages: "duration 'P400D'", "permanent=true"."""
+    for name in ("end", "duration"):
+        if params.get(name) not in (None, ""):
+            return "%s '%s'" % (name, params[name])
+    if params.get("permanent"):
+        return "permanent=true"
+    return "no end (none of end, duration or permanent given)"
+
+
 def explain_policy_error(err, role, policy_rules, request, level=None):
     """RoleAssignmentRequestPolicyValidationFailed → one sentence per failed rule, with policy values.
 
@@ -996,6 +1071,18 @@ def run_schedule_module(module, kind, keep_pending=None, report=None, explain=No
     if keep_pending is not None:
         current = current._replace(pending=[r for r in current.pending if keep_pending(r)])
     p = plan(kind, target, desired, current, now)
+    if p.action in ("create", "update") and not params["validate_only"]:
+        # Longer than the role's policy allows: refused here, before any write (notes §6.2 ExpirationRule).
+        refusal = above_policy_message(
+            kind,
+            target.role.display_name,
+            read_policy_rules(client, target.role.id),
+            p.body,
+            now,
+            schedule_option(params),
+        )
+        if refusal:
+            raise InputError(refusal)
 
     result = dict(
         changed=changed(p),

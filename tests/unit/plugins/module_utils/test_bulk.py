@@ -84,6 +84,9 @@ class FakeGraph:
         self.writes = 0
         self.lose_write_chunks = 0  # how many chunks of writes lose their answer after being carried out
         self.fail_items = {}  # (principal id, action) -> (status, code)
+        # role id -> (isExpirationRequired, maximumDuration) of Expiration_Admin_Eligibility and _Assignment
+        self.expiry = {}
+        self.policy_reads = 0
         self.add_assignment("10000000-0000-4000-8000-999999999999", GA)  # the tenant's only GA
 
     # ------------------------------------------------------------ state helpers
@@ -189,6 +192,15 @@ class FakeGraph:
                 return self._page(path, [s for s in self.schedules[kind] if matches(flt, s)], params)
             if path == BASE + "role%sScheduleRequests" % noun:
                 return self._page(path, [r for r in self.requests[kind] if matches(flt, r)], params)
+        if path == "/policies/roleManagementPolicyAssignments":
+            role_id = _values(flt)[-1]
+            self.policy_reads += 1
+            required, maximum = self.expiry.get(role_id, (False, "P365D"))
+            rules = [
+                {"id": "Expiration_Admin_%s" % level, "isExpirationRequired": required, "maximumDuration": maximum}
+                for level in ("Eligibility", "Assignment")
+            ]
+            return {"value": [{"roleDefinitionId": role_id, "policy": {"rules": rules}}]}
         raise AssertionError("unexpected GET " + path)
 
     def _dispatch(self, method, url, params, body):
@@ -395,8 +407,8 @@ def test_first_apply_and_rerun_round_trips_and_state():
     assert {c["status"] for c in result["changes"]} == {"applied"}
     assert len(fake.keys("eligibility")) == 100
     # reads: role list + 7 packed lookups (100 UPNs / 15) + pending + 2 role reads + page 2s → 1 batch;
-    # writes: 100 / 20 = 5 batches
-    assert fake.batches == 6
+    # the 2 roles' policies (writes are planned) → 1 batch; writes: 100 / 20 = 5 batches
+    assert fake.batches == 7
     assert fake.plain == 0
 
     fake.batches = 0
@@ -465,6 +477,38 @@ def test_fail_fast_false_applies_the_rest_and_never_purges_a_skipped_grant():
     assert result["summary"]["removed"] == 0  # u1's eligibility is held by its skipped grant
     assert (pid, USER_ADMIN) in fake.keys("eligibility")
     assert "service principal" in result["errors"][1]["msg"]
+
+
+def test_grants_longer_than_the_policy_allows_are_refused_before_any_write():
+    """Expiration_Admin_Eligibility requiring expiry within P90D (notes §3.10 rule 1, §6.2): refused locally."""
+    fake = FakeGraph(users=3)
+    fake.expiry[USER_ADMIN] = (True, "P90D")
+    grants = [grant(0, duration="P90D"), grant(1, duration="P120D"), grant(2, duration=None, permanent=True)]
+    with pytest.raises(InputError) as exc:
+        run(fake, grants=grants)
+    assert fake.writes == 0
+    errors = exc.value.details["errors"]
+    assert [e["item"].split(" ")[0] for e in errors] == ["grants[1]", "grants[2]"]
+    assert errors[0]["msg"].startswith("duration 'P120D' is outside what the role's PIM policy allows")
+    assert "at most P90D; the request asked for an eligibility of P120D" in errors[0]["msg"]
+    assert "requires eligible assignments to expire within P90D" in errors[1]["msg"]
+    assert "settings.eligible_assignment" in errors[1]["msg"]
+
+    # fail_fast false: the grant within the policy is written; a refused grant is never purged.
+    fake.add_eligibility(user(1)["id"], USER_ADMIN)
+    result = run(fake, grants=grants, boundary={"roles": ["User Administrator"]}, purge=True, fail_fast=False)
+    assert result["summary"]["added"] == 1 and result["summary"]["skipped"] == 2
+    assert result["summary"]["removed"] == 0
+    assert fake.keys("eligibility") == sorted([(user(0)["id"], USER_ADMIN), (user(1)["id"], USER_ADMIN)])
+
+
+def test_policies_are_read_only_when_a_write_is_planned():
+    fake = FakeGraph(users=1)
+    fake.add_eligibility(user(0)["id"], USER_ADMIN)
+    result = run(fake, grants=[grant(0, duration=None)])
+    assert not result["changed"] and fake.policy_reads == 0
+    result = run(fake, grants=[grant(0, duration=None), grant(0, role="Helpdesk Administrator")])
+    assert result["changed"] and fake.policy_reads == 1
 
 
 def test_grant_outside_the_boundary_is_a_bad_item():

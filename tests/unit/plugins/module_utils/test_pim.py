@@ -743,3 +743,78 @@ def test_resolve_and_read_by_names_is_two_round_trips(clean_roles):
     )
     assert [rt[0] for rt in client.round_trips] == ["BATCH", "BATCH"]
     assert target.principal.id == ALICE.id and cur.schedule["id"] == "sched-1"
+
+
+# ------------------------------------------------------------------ policy limits before a write (notes §6.2)
+
+
+def _rules(required=True, maximum="P30D", caller="Admin", level="Assignment"):
+    return [{"id": "Expiration_%s_%s" % (caller, level), "isExpirationRequired": required, "maximumDuration": maximum}]
+
+
+def _body(start=None, end=None, duration=None, action="adminAssign"):
+    if duration:
+        expiration = {"type": "afterDuration", "duration": duration}
+    elif end:
+        expiration = {"type": "afterDateTime", "endDateTime": end}
+    else:
+        expiration = {"type": "noExpiration"}
+    info = {"expiration": expiration}
+    if start:
+        info["startDateTime"] = start
+    return {"action": action, "scheduleInfo": info}
+
+
+@pytest.mark.parametrize(
+    "body, refused",
+    [
+        (_body(duration="P30D"), False),
+        (_body(duration="P31D"), True),
+        (_body(), True),
+        # the window counts from the later of start and now, as Graph counts it
+        (_body(start="2026-11-01T10:00:00Z", end="2026-12-29T10:00:00Z"), False),
+        (_body(start="2027-01-01T00:00:00Z", end="2027-01-31T00:00:00Z"), False),
+        (_body(start="2027-01-01T00:00:00Z", end="2027-02-01T00:00:00Z"), True),
+        # one second of slack for clock skew, not more
+        (_body(end="2026-12-29T10:00:01Z"), False),
+        (_body(end="2026-12-29T10:00:02Z"), True),
+    ],
+)
+def test_expiration_refusal_mirrors_graph(body, refused):
+    msg = pim.expiration_refusal("assignment", "User Administrator", _rules(), body, NOW)
+    assert (msg is not None) == refused
+    if refused:
+        assert msg.startswith("ExpirationRule: role 'User Administrator'") and "P30D" in msg
+
+
+def test_expiration_refusal_needs_the_rule_to_require_expiry_and_the_right_rule():
+    assert pim.expiration_refusal("assignment", "X", _rules(required=False), _body(duration="P400D"), NOW) is None
+    assert pim.expiration_refusal("assignment", "X", None, _body(duration="P400D"), NOW) is None
+    # an eligibility is judged by the *_Eligibility rule only
+    assert pim.expiration_refusal("eligibility", "X", _rules(), _body(duration="P400D"), NOW) is None
+    eligible = _rules(maximum="P365D", level="Eligibility")
+    assert "at most P365D" in pim.expiration_refusal("eligibility", "X", eligible, _body(duration="P400D"), NOW)
+    # self-activation is judged by the EndUser rule
+    end_user = _rules(maximum="PT8H", caller="EndUser")
+    activation = _body(duration="PT9H", action="selfActivate")
+    assert "activations of at most PT8H" in pim.expiration_refusal("assignment", "X", end_user, activation, NOW)
+
+
+def test_above_policy_message_names_the_option_and_the_way_out():
+    msg = pim.above_policy_message(
+        "assignment",
+        "User Administrator",
+        _rules(),
+        _body(duration="P45D"),
+        NOW,
+        pim.schedule_option({"duration": "P45D"}),
+    )
+    assert msg == (
+        "duration 'P45D' is outside what the role's PIM policy allows, so nothing was sent. ExpirationRule: role "
+        "'User Administrator' allows active assignments of at most P30D; the request asked for an active assignment "
+        "of P45D. Give an end or duration of at most P30D, or change settings.active_assignment (max_duration, "
+        "allow_permanent) with entra.pim.pim_policy."
+    )
+    assert pim.schedule_option({"end": "2027-01-01"}) == "end '2027-01-01'"
+    assert pim.schedule_option({"permanent": True}) == "permanent=true"
+    assert pim.schedule_option({}).startswith("no end")

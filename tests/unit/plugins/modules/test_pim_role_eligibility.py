@@ -55,6 +55,8 @@ class FakeGraph(FakeClient):
         super().__init__()
         self.schedules = {}
         self.require_expiration = False  # Expiration_Admin_Eligibility.isExpirationRequired
+        self.policy_readable = True  # False: reading the policy is denied (no RoleManagementPolicy.Read.Directory)
+        self.sent = []  # the action of every schedule request that reached the fake
         self.lose_next_answer = False
 
     # --------------------------------------------------------------- routes
@@ -85,6 +87,8 @@ class FakeGraph(FakeClient):
         if path == BASE + "roleEligibilityScheduleRequests":
             return [r for r in self.requests if matches(flt, r)]
         if path == "/policies/roleManagementPolicyAssignments":
+            if not self.policy_readable:
+                raise GraphError("denied", status=403, code="Authorization_RequestDenied")
             return [
                 {
                     "policy": {
@@ -122,6 +126,7 @@ class FakeGraph(FakeClient):
             None,
         )
         action = body["action"]
+        self.sent.append(action)
         info = body.get("scheduleInfo")
         if (
             action in ("adminAssign", "adminUpdate")
@@ -287,16 +292,45 @@ def test_service_principal_is_refused_before_any_write(graph, capsys):
     assert graph.writes == []
 
 
-def test_policy_violation_explained(graph, capsys):
+def test_longer_than_the_policy_allows_is_refused_before_any_request(graph, capsys):
+    """Expiration_Admin_Eligibility requires expiry within P365D (notes §3.10 rule 1, §6.2 ExpirationRule)."""
     graph.require_expiration = True
+    out = eligibility(capsys, permanent=True)
+    assert out["failed"] and "error_code" not in out
+    assert out["msg"] == (
+        "permanent=true is outside what the role's PIM policy allows, so nothing was sent. ExpirationRule: role "
+        "'User Administrator' requires eligible assignments to expire within P365D; the request asked for a "
+        "permanent eligibility. Give an end or duration of at most P365D, or change settings.eligible_assignment "
+        "(max_duration, allow_permanent) with entra.pim.pim_policy."
+    )
+    out = eligibility(capsys, duration="P400D")
+    assert out["failed"] and out["msg"].startswith("duration 'P400D' is outside what the role's PIM policy allows")
+    assert "allows eligible assignments of at most P365D; the request asked for an eligibility of P400D." in out["msg"]
+    out = eligibility(capsys, duration="P400D", check_mode=True)
+    assert out["failed"] and "at most P365D" in out["msg"]
+    assert graph.sent == [] and graph.writes == []
+    # At the maximum exactly: accepted.
+    out = eligibility(capsys, duration="P365D")
+    assert out["changed"] and graph.sent == ["adminAssign"]
+
+
+def test_maximum_binds_only_when_expiry_is_required(graph, capsys):
+    """isExpirationRequired false: permanent is allowed and maximumDuration is not enforced (as Graph does)."""
+    out = eligibility(capsys, duration="P400D")
+    assert out["changed"] and graph.sent == ["adminAssign"]
+
+
+def test_graph_refusal_explained_when_the_policy_cannot_be_read(graph, capsys):
+    graph.require_expiration = True
+    graph.policy_readable = False
     out = eligibility(capsys, permanent=True)
     assert out["failed"] and out["error_code"] == "RoleAssignmentRequestPolicyValidationFailed"
     assert out["msg"] == (
-        "ExpirationRule: role 'User Administrator' requires eligible assignments to expire within P365D; "
+        "ExpirationRule: role 'User Administrator' limits how long eligible assignments may last; "
         "the request asked for a permanent eligibility."
     )
     assert out["failed_rules"] == ["ExpirationRule"]
-    assert graph.writes == []
+    assert graph.sent == ["adminAssign"] and graph.writes == []
 
 
 def test_validate_only_reports_and_changes_nothing(graph, capsys):
