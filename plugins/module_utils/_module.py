@@ -17,6 +17,7 @@ import copy
 import traceback
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.errors import NoLogError
 from ansible_collections.entra.pim.plugins.module_utils._auth import (
     AUTH_ARGSPEC,
     HAS_MSAL,
@@ -32,7 +33,9 @@ class PimModule(AnsibleModule):
     def __init__(self, argument_spec, **kwargs):
         spec = copy.deepcopy(AUTH_ARGSPEC)
         spec.update(argument_spec or {})
+        self._checking_arguments = True
         super().__init__(argument_spec=spec, **kwargs)
+        self._checking_arguments = False
         for ok, name, error in (
             (HAS_REQUESTS, "requests", REQUESTS_IMPORT_ERROR),
             (HAS_MSAL, "msal", MSAL_IMPORT_ERROR),
@@ -45,6 +48,22 @@ class PimModule(AnsibleModule):
                 "checked, so credentials and tokens could be intercepted. Use ca_bundle for a private CA instead."
             )
         self._client = None
+
+    def fail_json(self, msg, **kwargs):
+        if getattr(self, "_checking_arguments", False):
+            msg = self._clearest_argument_error(msg)
+        super().fail_json(msg=msg, **kwargs)
+
+    def _clearest_argument_error(self, msg):
+        """Ansible reports the first argument error; when that is the no_log scan tripping over a value
+        of the wrong type (``grants: alice``), the conversion error after it names the option instead."""
+        result = getattr(self, "validation_result", None)
+        errors = list(getattr(result, "errors", None) or [])
+        if errors and isinstance(errors[0], NoLogError):
+            named = [str(e) for e in errors if not isinstance(e, NoLogError)]
+            if named:
+                return named[0]
+        return msg
 
     @property
     def client(self):

@@ -68,6 +68,14 @@ def test_fail_fast_is_a_clean_failure(graph, capsys):
     assert out["summary"]["skipped"] == 1
 
 
+@pytest.mark.parametrize("grants", ["alice", ["alice"]])
+def test_grants_of_the_wrong_type_name_the_option(graph, capsys, grants):
+    # Ansible's first error here is its no_log scan failing on the value; the conversion error names the option.
+    out = run(capsys, grants=grants)
+    assert out["failed"] and "option 'grants'" in out["msg"] and "dict" in out["msg"]
+    assert graph.writes == 0
+
+
 def test_defaults_and_choices(graph, capsys):
     out = run(capsys, grants=[{"principal": "u1@contoso.example", "role": "User Administrator", "type": "sometimes"}])
     assert out["failed"] and "type" in out["msg"]
