@@ -56,7 +56,7 @@ SETTING_TYPES = {
     "fault_seed": (int, None, None),
     "batch_response_order": (str, None, None),
 }
-FAULT_KINDS = {"429", "503", "504", "reset", "lost_response", "token_expired"}
+FAULT_KINDS = {"429", "503", "504", "reset", "lost_response", "token_expired", "subject_not_found", "role_not_found"}
 
 
 class CloseConnection(Exception):
@@ -430,6 +430,11 @@ class Emulator:
             return GraphError(
                 503, "serviceNotAvailable", "The service is temporarily unavailable. Please retry later.", headers
             )
+        if kind == "subject_not_found":
+            # Replication lag, by count: what PIM answers for a principal it does not know yet (notes §6.2).
+            return GraphError(400, "SubjectNotFound", "The subject is not found.")
+        if kind == "role_not_found":
+            return GraphError(400, "RoleNotFound", "The role is not found.")
         if kind == "token_expired":
             # What Graph answers once a token's lifetime is over (a token that expires mid-run):
             # the same 401 as the real expiry check in identity.validate_bearer.

@@ -68,6 +68,37 @@ def test_token_expired_fault_answers_401_like_an_expired_token(fresh):
     assert answer.status_code == 200 and answer.json()["responses"][0]["status"] == 200
 
 
+@pytest.mark.parametrize(
+    ("kind", "code", "message"),
+    [
+        ("subject_not_found", "SubjectNotFound", "The subject is not found."),
+        ("role_not_found", "RoleNotFound", "The role is not found."),
+    ],
+)
+def test_replication_lag_by_count(fresh, kind, code, message):
+    """Replication lag counted in requests (notes §6.2 SubjectNotFound/RoleNotFound): nothing is written."""
+    sb = fresh
+    path = "/roleManagement/directory/roleEligibilityScheduleRequests"
+    body = {
+        "action": "adminAssign",
+        "principalId": ALICE,
+        "roleDefinitionId": HELPDESK_ADMIN,
+        "directoryScopeId": "/",
+        "justification": "lag",
+        "scheduleInfo": {"expiration": {"type": "afterDuration", "duration": "P30D"}},
+    }
+    _faults(sb, {"kind": kind, "count": 1, "match": {"method": "POST", "path": "ScheduleRequests$"}})
+    # in a $batch it hits the item, like any answer PIM gives per request
+    item = {"id": "1", "method": "POST", "url": path, "body": body, "headers": {"Content-Type": "application/json"}}
+    answer = sb.post("/$batch", json={"requests": [item]})
+    item = answer.json()["responses"][0]
+    assert item["status"] == 400 and item["body"]["error"]["code"] == code
+    assert item["body"]["error"]["message"] == message
+    assert sb.get(path).json()["value"] == []
+    r = sb.post(path, json=body)
+    assert r.status_code == 201 and r.json()["status"] == "Provisioned"
+
+
 def test_match_filters_method_and_path(fresh):
     sb = fresh
     _faults(sb, {"kind": "503", "count": 5, "match": {"method": "POST"}})

@@ -15,14 +15,9 @@ from __future__ import annotations
 import json
 import os
 import time
-from datetime import datetime
 
 import requests
 from ansible.plugins.action import ActionBase
-
-
-def _parse(text):
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
 class ActionModule(ActionBase):
@@ -41,15 +36,6 @@ class ActionModule(ActionBase):
                 json.dump({"after_graph_requests": stats["graph_requests"], "at": time.time()}, handle)
             os.replace(marker + ".tmp", marker)
             result.update(changed=False, armed_restart=True)
-            return result
-        if args.get("lag_created_at"):
-            # Replication lag for principals created at lag_created_at: they stay unknown to PIM
-            # for lag_extra more seconds from now (settings.replication_lag_seconds, emulator clock).
-            now = requests.get(base + "/clock", verify=verify, timeout=30).json()["now"]
-            age = _parse(now) - _parse(args["lag_created_at"])
-            lag = age + float(args.get("lag_extra", 3))
-            requests.patch(base + "/settings", json={"replication_lag_seconds": lag}, verify=verify, timeout=30)
-            result.update(changed=False, replication_lag_seconds=lag)
             return result
         resp = requests.request(
             args.get("method", "GET"), base + args["path"], json=args.get("body"), verify=verify, timeout=30
