@@ -1260,7 +1260,7 @@ class Writer:
             if not lagging:
                 break
             self.rec.sleep(delay)
-            retry, lagging = lagging, []
+            retry, lagging = [(change, req) for change, req, _err in lagging], []
             for start in range(0, len(retry), BATCH_SIZE):
                 self._send_chunk(retry[start : start + BATCH_SIZE], uncertain, lagging)
         for change, _req, err in lagging:

@@ -552,6 +552,18 @@ def test_504_item_not_carried_out_is_sent_once_more():
     assert len(fake.keys("eligibility")) == 2
 
 
+@pytest.mark.parametrize("code", ["SubjectNotFound", "RoleNotFound"])
+def test_replication_lag_is_waited_out_and_sent_again(code):
+    """A principal or role PIM does not know yet (notes §6.2) is sent again after LAG_DELAYS; the rest is not."""
+    fake = FakeGraph(users=2)
+    fake.fail_items[(user(1)["id"], "adminAssign")] = (400, code)
+    slept = []
+    result = _bulk.reconcile(fake, params(grants=[grant(0), grant(1)]), now=NOW, sleep=slept.append)
+    assert [c["status"] for c in result["changes"]] == ["applied", "applied"]
+    assert len(fake.keys("eligibility")) == 2 and fake.writes == 3
+    assert slept == list(_pim.LAG_DELAYS[:1])
+
+
 def test_exists_after_retry_counts_as_done_only_when_state_matches():
     fake = FakeGraph(users=1)
     fake.fail_items[(user(0)["id"], "adminAssign")] = (400, "RoleAssignmentExists")
