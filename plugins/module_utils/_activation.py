@@ -826,11 +826,11 @@ def run(module):
             )
         desired = desired._replace(duration=duration)
         decision = plan(desired, state, target, now)
-    elif decision.action in ("activate", "extend") and not module.check_mode:
-        # A duration above the role's maximum is refused here, before anything is sent (notes §6.2 ExpirationRule).
+    elif decision.action in ("activate", "extend"):
+        # A duration above the role's maximum is refused here, before anything is sent and also in check
+        # mode (notes §6.2 ExpirationRule); the same check as the admin modules', in activation words.
         policy = task.read_policy()
-        too_long = policy is not None and policy.expiration_required and policy.max_duration is not None
-        if too_long and duration > policy.max_duration:
+        if _pim.expiration_refusal("assignment", target.role.display_name, task.rules, decision.body, now):
             raise InputError(
                 explain_rule(
                     "ExpirationRule",

@@ -498,4 +498,10 @@ def test_duration_above_the_policy_maximum_is_refused_before_any_post(graph, cap
     out = activate(capsys, justification="x", duration="PT9H")
     assert out["failed"] and out["msg"].startswith("ExpirationRule: role 'Security Administrator' allows activations")
     assert "PT8H" in out["msg"] and out["duration"] == "PT9H"
+    # check mode predicts the same refusal; at the maximum exactly it would activate
+    out = activate(capsys, justification="x", duration="PT9H", check_mode=True)
+    assert out["failed"] and "at most PT8H" in out["msg"]
     assert posts == [] and graph.writes == []
+    out = activate(capsys, justification="x", duration="PT8H", check_mode=True)
+    assert out["changed"] and not out.get("failed")
+    assert [body.get("isValidationOnly") for body in posts] == [True] and graph.writes == []
