@@ -56,23 +56,25 @@ def session(conn) -> requests.Session:
     return s
 
 
-def run(conn, token, threads: int, seconds: float, make_request) -> dict:
+def _load(threads: int, seconds: float, open_client, send) -> dict:
+    """``send(client, i, n) -> ok`` in ``threads`` loops (one client each) for ``seconds``: rate and latency."""
     counts, errors, stop = [0] * threads, [0] * threads, threading.Event()
     latencies: list[list[float]] = [[] for _ in range(threads)]
 
     def worker(i):
-        s = session(conn)
-        s.headers["Authorization"] = "Bearer " + token
+        client = open_client()
         n = 0
-        while not stop.is_set():
-            t0 = time.perf_counter()
-            ok = make_request(s, i, n)
-            latencies[i].append(time.perf_counter() - t0)
-            n += 1
-            counts[i] += 1
-            if not ok:
-                errors[i] += 1
-        s.close()
+        try:
+            while not stop.is_set():
+                t0 = time.perf_counter()
+                ok = send(client, i, n)
+                latencies[i].append(time.perf_counter() - t0)
+                n += 1
+                counts[i] += 1
+                if not ok:
+                    errors[i] += 1
+        finally:
+            client.close()
 
     ts = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
     t0 = time.perf_counter()
@@ -93,6 +95,15 @@ def run(conn, token, threads: int, seconds: float, make_request) -> dict:
         "p50_ms": round(lat[len(lat) // 2] * 1000, 2) if lat else None,
         "p95_ms": round(lat[int(len(lat) * 0.95)] * 1000, 2) if lat else None,
     }
+
+
+def run(conn, token, threads: int, seconds: float, make_request) -> dict:
+    def open_client():
+        s = session(conn)
+        s.headers["Authorization"] = "Bearer " + token
+        return s
+
+    return _load(threads, seconds, open_client, make_request)
 
 
 def run_stdlib(conn, token, threads: int, seconds: float, path: str) -> dict:
@@ -100,42 +111,18 @@ def run_stdlib(conn, token, threads: int, seconds: float, path: str) -> dict:
     import ssl
 
     ctx = ssl.create_default_context(cafile=conn["ca_bundle"])
-    counts, errors, stop = [0] * threads, [0] * threads, threading.Event()
-    latencies: list[list[float]] = [[] for _ in range(threads)]
     headers = {"Authorization": "Bearer " + token}
 
-    def worker(i):
-        c = http.client.HTTPSConnection("127.0.0.1", conn["port"], context=ctx, timeout=30)
-        while not stop.is_set():
-            t0 = time.perf_counter()
-            c.request("GET", path, headers=headers)
-            r = c.getresponse()
-            r.read()
-            latencies[i].append(time.perf_counter() - t0)
-            counts[i] += 1
-            if r.status != 200:
-                errors[i] += 1
-        c.close()
+    def open_client():
+        return http.client.HTTPSConnection("127.0.0.1", conn["port"], context=ctx, timeout=30)
 
-    ts = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
-    t0 = time.perf_counter()
-    for t in ts:
-        t.start()
-    time.sleep(seconds)
-    stop.set()
-    for t in ts:
-        t.join(timeout=60)
-    elapsed = time.perf_counter() - t0
-    lat = sorted(x for lst in latencies for x in lst)
-    total = sum(counts)
-    return {
-        "clients": threads,
-        "requests": total,
-        "errors": sum(errors),
-        "rps": round(total / elapsed, 1),
-        "p50_ms": round(lat[len(lat) // 2] * 1000, 2) if lat else None,
-        "p95_ms": round(lat[int(len(lat) * 0.95)] * 1000, 2) if lat else None,
-    }
+    def send(c, i, n):
+        c.request("GET", path, headers=headers)
+        r = c.getresponse()
+        r.read()
+        return r.status == 200
+
+    return _load(threads, seconds, open_client, send)
 
 
 def large_tenant(n: int) -> dict:

@@ -822,34 +822,40 @@ def _removal(req: dict) -> None:
 # eligibility actions ---------------------------------------------------------------------------------
 
 
-def _elig_admin_assign(tx, p, caller, now, tenant_id, req, writes):
-    if _find(tx, ELIGIBILITY_SCHEDULES, now, p.principal_id, p.role_id, p.dir_scope, p.app_scope):
-        raise role_assignment_exists()
-    rules = _rules_for(tx, tenant_id, p.role_id)
-    start, _, end = _effective_window(p, now)
-    failures = _evaluate_rules(rules, "Admin", "Eligibility", p, caller, start, end)
-    if failures:
-        raise _policy_failed(failures)
-    start, end = _granted_or_provisioned(req, p, now)
-    stale = _find(
-        tx, ELIGIBILITY_SCHEDULES, now, p.principal_id, p.role_id, p.dir_scope, p.app_scope, include_expired=True
-    )
-    if stale is not None:  # an expired schedule with the same key is replaced
-        writes.append((ELIGIBILITY_SCHEDULES, stale["id"], None))
-    doc = _new_schedule(
-        "eligibility",
-        req["id"],
-        p.principal_id,
-        p.role_id,
-        p.dir_scope,
-        p.app_scope,
-        req["id"],
-        now,
-        start,
-        end,
-        _stored_info(req["scheduleInfo"]),
-    )
-    writes.append((ELIGIBILITY_SCHEDULES, doc["id"], doc))
+def _admin_assign(collection: str, kind: str, level: str):
+    """adminAssign of either kind: refuse a live duplicate, check the Admin rules, create the schedule."""
+
+    def handler(tx, p, caller, now, tenant_id, req, writes):
+        if _find(tx, collection, now, p.principal_id, p.role_id, p.dir_scope, p.app_scope):
+            raise role_assignment_exists()
+        rules = _rules_for(tx, tenant_id, p.role_id)
+        start, _, end = _effective_window(p, now)
+        failures = _evaluate_rules(rules, "Admin", level, p, caller, start, end)
+        if failures:
+            raise _policy_failed(failures)
+        start, end = _granted_or_provisioned(req, p, now)
+        stale = _find(tx, collection, now, p.principal_id, p.role_id, p.dir_scope, p.app_scope, include_expired=True)
+        if stale is not None:  # an expired schedule with the same key is replaced
+            writes.append((collection, stale["id"], None))
+        doc = _new_schedule(
+            kind,
+            req["id"],
+            p.principal_id,
+            p.role_id,
+            p.dir_scope,
+            p.app_scope,
+            req["id"],
+            now,
+            start,
+            end,
+            _stored_info(req["scheduleInfo"]),
+        )
+        writes.append((collection, doc["id"], doc))
+
+    return handler
+
+
+_elig_admin_assign = _admin_assign(ELIGIBILITY_SCHEDULES, "eligibility", "Eligibility")
 
 
 def _update_existing(tx, collection, p, caller, now, tenant_id, req, writes, level, include_expired, pred=None):
@@ -941,34 +947,7 @@ _ELIGIBILITY_ACTIONS = {
 # assignment actions ----------------------------------------------------------------------------------
 
 
-def _assign_admin_assign(tx, p, caller, now, tenant_id, req, writes):
-    if _find(tx, ASSIGNMENT_SCHEDULES, now, p.principal_id, p.role_id, p.dir_scope, p.app_scope):
-        raise role_assignment_exists()
-    rules = _rules_for(tx, tenant_id, p.role_id)
-    start, _, end = _effective_window(p, now)
-    failures = _evaluate_rules(rules, "Admin", "Assignment", p, caller, start, end)
-    if failures:
-        raise _policy_failed(failures)
-    start, end = _granted_or_provisioned(req, p, now)
-    stale = _find(
-        tx, ASSIGNMENT_SCHEDULES, now, p.principal_id, p.role_id, p.dir_scope, p.app_scope, include_expired=True
-    )
-    if stale is not None:  # an expired schedule with the same key is replaced
-        writes.append((ASSIGNMENT_SCHEDULES, stale["id"], None))
-    doc = _new_schedule(
-        "assignment",
-        req["id"],
-        p.principal_id,
-        p.role_id,
-        p.dir_scope,
-        p.app_scope,
-        req["id"],
-        now,
-        start,
-        end,
-        _stored_info(req["scheduleInfo"]),
-    )
-    writes.append((ASSIGNMENT_SCHEDULES, doc["id"], doc))
+_assign_admin_assign = _admin_assign(ASSIGNMENT_SCHEDULES, "assignment", "Assignment")
 
 
 def _is_assigned(doc):

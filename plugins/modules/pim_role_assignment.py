@@ -34,6 +34,7 @@ author:
   - entra.pim contributors (@entra-pim)
 extends_documentation_fragment:
   - entra.pim._auth
+  - entra.pim._target
   - entra.pim._attributes
 options:
   principal:
@@ -45,36 +46,6 @@ options:
       - Groups must be role-assignable.
     type: str
     required: true
-    version_added: 0.1.0
-  principal_type:
-    description:
-      - What kind of object O(principal) names. V(auto) looks for users when the value contains C(@), otherwise for
-        groups and service principals.
-      - Set it to search one kind only, for example V(service_principal) for an automation identity.
-    type: str
-    choices: [auto, user, group, service_principal]
-    default: auto
-    version_added: 0.1.0
-  role:
-    description:
-      - The directory role, by display name (case-insensitive, for example V(Exchange Administrator)), role
-        definition id or template id.
-      - An unknown name fails and suggests up to five similar role names.
-    type: str
-    required: true
-    version_added: 0.1.0
-  directory_scope:
-    description:
-      - Where the role applies. V(/) is the whole tenant.
-      - An administrative unit as V(/administrativeUnits/{id}), its object id, or its display name (for example
-        V(Sales AU)).
-    type: str
-    default: /
-    version_added: 0.1.0
-  app_scope:
-    description:
-      - The application scope, for custom roles that apply to application objects only. Leave it out otherwise.
-    type: str
     version_added: 0.1.0
   start:
     description:
@@ -114,30 +85,12 @@ options:
         assignment.
     type: str
     version_added: 0.1.0
-  ticket_number:
-    description:
-      - The number of the change or incident ticket behind this request, when the role's policy asks for one.
-    type: str
-    version_added: 0.1.0
-  ticket_system:
-    description:
-      - The system O(ticket_number) belongs to, for example V(ServiceNow).
-    type: str
-    version_added: 0.1.0
   state:
     description:
       - V(present) makes sure the assignment exists with the given schedule; V(absent) makes sure it does not.
     type: str
     choices: [present, absent]
     default: present
-    version_added: 0.1.0
-  validate_only:
-    description:
-      - Ask Microsoft Graph whether the change would be accepted, without making it (Graph's C(isValidationOnly)).
-      - The answer is in RV(validation); a policy refusal is explained there and does not fail the task.
-      - Works in check mode too, which otherwise sends nothing to Graph but reads.
-    type: bool
-    default: false
     version_added: 0.1.0
 notes:
   - Before a create or update the role's PIM policy is read. A schedule longer than the policy allows, or no end

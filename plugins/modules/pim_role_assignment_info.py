@@ -25,6 +25,7 @@ author:
   - entra.pim contributors (@entra-pim)
 extends_documentation_fragment:
   - entra.pim._auth
+  - entra.pim._target.FILTERS
   - entra.pim._attributes.INFO_MODULE
 options:
   principal:
@@ -32,24 +33,6 @@ options:
       - Only assignments of this user, group or service principal, given as for M(entra.pim.pim_role_assignment)
         (object id, user principal name, mail, display name or application id).
       - Cannot be combined with O(current_user=true).
-    type: str
-    version_added: 0.1.0
-  principal_type:
-    description:
-      - What kind of object O(principal) names; V(auto) guesses from the value.
-    type: str
-    choices: [auto, user, group, service_principal]
-    default: auto
-    version_added: 0.1.0
-  role:
-    description:
-      - Only assignments of this role, by display name (case-insensitive), role definition id or template id.
-    type: str
-    version_added: 0.1.0
-  directory_scope:
-    description:
-      - Only assignments at this scope, V(/), V(/administrativeUnits/{id}) or an administrative unit's name.
-      - Leave it out for every scope.
     type: str
     version_added: 0.1.0
   assignment_type:

@@ -21,6 +21,7 @@ author:
   - entra.pim contributors (@entra-pim)
 extends_documentation_fragment:
   - entra.pim._auth
+  - entra.pim._target.FILTERS
   - entra.pim._attributes.INFO_MODULE
 options:
   principal:
@@ -28,24 +29,6 @@ options:
       - Only eligibilities of this user, group or service principal, given as for
         M(entra.pim.pim_role_eligibility) (object id, user principal name, mail, display name or application id).
       - Eligibilities the principal holds through a group are included when Graph reports them for it.
-    type: str
-    version_added: 0.1.0
-  principal_type:
-    description:
-      - What kind of object O(principal) names; V(auto) guesses from the value.
-    type: str
-    choices: [auto, user, group, service_principal]
-    default: auto
-    version_added: 0.1.0
-  role:
-    description:
-      - Only eligibilities for this role, by display name (case-insensitive), role definition id or template id.
-    type: str
-    version_added: 0.1.0
-  directory_scope:
-    description:
-      - Only eligibilities at this scope, V(/), V(/administrativeUnits/{id}) or an administrative unit's name.
-      - Leave it out for every scope.
     type: str
     version_added: 0.1.0
   expiring_within:
