@@ -1,16 +1,33 @@
 """Render the measured matrices (written by the hardening tests to .tmp/hardening-results/) as Markdown.
 
-Usage: .venv/bin/python tests/hardening/report.py  -> prints the two tables for docs/reliability.md.
+Usage:
+    .venv/bin/python tests/hardening/report.py           # print both tables
+    .venv/bin/python tests/hardening/report.py --write   # and put them into docs/reliability.md
+
+The fault table has one row per operation and one column per fault, in the matrix's order; a
+cell the matrix does not run (``ops_for``) is "n/a", a cell with no record "not measured".
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parents[2] / ".tmp" / "hardening-results"
-SHORT = {"converged": "✅ converged", "clear error": "⚠️ clear error", "fails before any write": "✅"}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from test_fault_matrix import FAULTS, OPS, ops_for
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = ROOT / ".tmp" / "hardening-results"
+DOC = ROOT / "docs" / "reliability.md"
+SHORT = {
+    "converged": "✅ converged",
+    "clear error": "✅ clear error",
+    "failed": "❌ failed",
+    "fails before any write": "✅ fails before any write",
+    "FALLS SHORT": "❌ falls short",
+}
 
 
 def load(name):
@@ -20,34 +37,84 @@ def load(name):
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def table(records, rows, cols):
-    cell = {(r["row"], r["col"]): SHORT.get(r["outcome"], r["outcome"]) for r in records}
-    out = ["| | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
-    for row in rows:
-        out.append("| %s | " % row + " | ".join(cell.get((row, c), "❌ failing") for c in cols) + " |")
-    return "\n".join(out)
+def _latest(records):
+    """The last record of each (row, col): a re-run of one cell replaces its earlier outcome."""
+    out = {}
+    for rec in records:
+        out[(rec["row"], rec["col"])] = rec
+    return out
 
 
-def main():
-    faults = load("faults")
-    if faults:
-        rows = list(dict.fromkeys(r["row"] for r in faults))
-        cols = list(dict.fromkeys(r["col"] for r in faults))
-        print(table(faults, rows, cols))
-        print()
-    bad = load("bad_input")
-    for rec in sorted(bad, key=lambda r: (r["row"], r["col"])):
-        print(
-            "| %s | %s | %s | %s |"
+def fault_table(records):
+    cells = _latest(records)
+    lines = ["| operation \\ fault | " + " | ".join(FAULTS) + " |", "|---" * (len(FAULTS) + 1) + "|"]
+    counts = {}
+    for op in OPS:
+        row = []
+        for fault in FAULTS:
+            if op not in ops_for(fault):
+                text = "n/a"
+            elif (op, fault) in cells:
+                outcome = cells[(op, fault)]["outcome"]
+                counts[outcome] = counts.get(outcome, 0) + 1
+                text = SHORT.get(outcome, outcome)
+            else:
+                counts["not measured"] = counts.get("not measured", 0) + 1
+                text = "not measured"
+            row.append(text)
+        lines.append("| %s | %s |" % (op, " | ".join(row)))
+    summary = ", ".join("%d %s" % (n, k) for k, n in sorted(counts.items()))
+    failed = [rec for rec in cells.values() if rec["outcome"] == "failed"]
+    lines.append("")
+    lines.append("Cells: %s." % summary)
+    for rec in sorted(failed, key=lambda r: (r["row"], r["col"])):
+        lines.append("* `%s` × `%s` failed: %s" % (rec["row"], rec["col"], _cell_text(rec["detail"])))
+    return "\n".join(lines)
+
+
+def _cell_text(text):
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def bad_input_table(records):
+    lines = [
+        "| module / role | case | outcome | writes | message (start) |",
+        "|---|---|---|---|---|",
+    ]
+    for rec in sorted(_latest(records).values(), key=lambda r: (r["row"], r["col"])):
+        lines.append(
+            "| `%s` | %s | %s | %s | %s |"
             % (
-                rec["row"],
+                rec["row"].rsplit(".", 1)[-1],
                 rec["col"],
                 SHORT.get(rec["outcome"], rec["outcome"]),
-                rec["detail"].replace("|", "\\|").replace("\n", " ")[:160],
+                rec.get("writes", ""),
+                _cell_text(rec["detail"])[:160],
             )
         )
+    return "\n".join(lines)
+
+
+def replace_block(text, marker, body):
+    pattern = re.compile(r"(<!-- %s -->\n).*?(<!-- /%s -->)" % (marker, marker), re.DOTALL)
+    if not pattern.search(text):
+        raise SystemExit("docs/reliability.md has no <!-- %s --> block" % marker)
+    return pattern.sub(lambda m: m.group(1) + body + "\n" + m.group(2), text)
+
+
+def main(argv):
+    faults = fault_table(load("faults"))
+    bad = bad_input_table(load("bad_input"))
+    print(faults)
+    print()
+    print(bad)
+    if "--write" in argv:
+        text = DOC.read_text(encoding="utf-8")
+        text = replace_block(text, "fault-table", faults)
+        text = replace_block(text, "bad-input-table", bad)
+        DOC.write_text(text, encoding="utf-8")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

@@ -583,6 +583,16 @@ for _fault in FAULTS:
 
 
 def check_cell(sandbox, plays_dir, fault, op):
+    """One cell; its outcome (or the first line of why it failed) goes to the measured report."""
+    try:
+        outcome, detail = _check_cell(sandbox, plays_dir, fault, op)
+    except AssertionError as exc:
+        record_cell("faults", op, fault, "failed", str(exc).splitlines()[0][:300])
+        raise
+    record_cell("faults", op, fault, outcome, detail)
+
+
+def _check_cell(sandbox, plays_dir, fault, op):
     play = run_fault(sandbox, fault, plays_dir)
     result, ctx = play["result"], play["ctx"]
     assert not play["restart_errors"], play["restart_errors"]
@@ -625,10 +635,9 @@ def check_cell(sandbox, plays_dir, fault, op):
         # Nothing of this operation was written while the fault lasted; the re-run did it.
         untouched = untouched_problems(op, ctx, play["before"], state_a)
         assert not untouched, "a failed apply changed state: %s" % untouched
-        record_cell("faults", op, fault, "clear error", msg[:400])
-    else:
-        assert not failures, "apply failed under %s: %s" % (fault, [r.get("msg") for r in failures])
-        problems = desired_problems(op, ctx, state_a)
-        assert not problems, "the apply did not converge: %s" % problems
-        writes = total_writes(stats_a) - total_writes(stats0) if fault != "sandbox_restart" else None
-        record_cell("faults", op, fault, "converged", {"writes_during_apply": writes})
+        return "clear error", msg[:400]
+    assert not failures, "apply failed under %s: %s" % (fault, [r.get("msg") for r in failures])
+    problems = desired_problems(op, ctx, state_a)
+    assert not problems, "the apply did not converge: %s" % problems
+    writes = total_writes(stats_a) - total_writes(stats0) if fault != "sandbox_restart" else None
+    return "converged", {"writes_during_apply": writes}
