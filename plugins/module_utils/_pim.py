@@ -159,14 +159,16 @@ def resolve_and_read(
     directory_scope="/",
     app_scope=None,
     include_pending=True,
+    include_policy=False,
 ):
-    """resolve_target + read_current, in ONE round trip when the task names role and principal by id.
+    """resolve_target + read_state, in ONE round trip when the task names role and principal by id.
 
     With a role id, a principal object id and a scope that needs no lookup, the role, the
     principal (getByIds) and the schedules (+ pending requests) all go into one $batch. If the
     ids turn out to be something else (a template id, an appId), the state is read again for
-    the real ids, so the answer is always right. Otherwise: resolve_target, then read_current.
-    Returns (Target, Current).
+    the real ids, so the answer is always right. Otherwise: resolve_target, then read_state.
+    ``include_policy`` adds the role's policy rules to the state read (no extra round trip).
+    Returns (Target, Current, rules or None).
     """
     role_value = (role or "").strip()
     principal_value = (principal or "").strip()
@@ -176,7 +178,7 @@ def resolve_and_read(
     principal_id = resolver.known_principal_id(principal_value, principal_type)
     if not (role_id and principal_id and scope_id is not None):
         target = resolve_target(client, resolver, role, principal, principal_type, directory_scope, app_scope)
-        return target, read_current(client, kind, target, include_pending=include_pending)
+        return (target,) + read_state(client, kind, target, include_pending, include_policy)
 
     guess = Target(
         _resolve.Principal(principal_id, None, None, None, None),
@@ -189,14 +191,17 @@ def resolve_and_read(
         named.append(("role", resolver.role_request(role_id)))
     pairs = resolver.principal_requests(principal_value, principal_type)
     named.extend(("principal", pair[1]) for pair in pairs)
-    named.extend(read_requests(kind, guess, include_pending=include_pending))
-    answers = dict(schedules=None, requests=None)
+    named.extend(read_requests(kind, guess, include_pending=include_pending, include_policy=include_policy))
+    answers = dict(schedules=None, requests=None, policy=None)
     principal_answers = []
     found_role = None
     for (name, _req), answer in zip(named, send_all(client, [pair[1] for pair in named]), strict=True):
         if name == "role":
             # Not found by id: it may be a template id, which the full list resolves.
             found_role = None if isinstance(answer, GraphError) and answer.status == 404 else answer
+            continue
+        if name == "policy":
+            answers[name] = policy_answer(client, answer)
             continue
         if isinstance(answer, GraphError):
             raise answer
@@ -210,8 +215,8 @@ def resolve_and_read(
     )
     target = guess._replace(principal=found_principal, role=found_role)
     if found_role.id.lower() != guess.role.id or found_principal.id.lower() != guess.principal.id:
-        return target, read_current(client, kind, target, include_pending=include_pending)
-    return target, current_from_answers(kind, target, answers["schedules"], answers["requests"])
+        return (target,) + read_state(client, kind, target, include_pending, include_policy)
+    return target, current_from_answers(kind, target, answers["schedules"], answers["requests"]), answers["policy"]
 
 
 # ------------------------------------------------------------------ reading
@@ -223,11 +228,12 @@ def _filter_for(target):
     return "principalId eq %s and roleDefinitionId eq %s" % (odata_quote(principal_id), odata_quote(role_id))
 
 
-def read_requests(kind, target, include_pending=False, include_instances=False):
+def read_requests(kind, target, include_pending=False, include_instances=False, include_policy=False):
     """The GETs that read one target's state, batch-ready: [(name, {method, path, params, url})].
 
-    Names: "schedules" always, "instances" and "requests" when asked. Filtered server-side by
-    principal and role (ids validated, values quoted); scopes are matched locally.
+    Names: "schedules" always, "instances", "requests" and "policy" (the role's policy rules)
+    when asked. Filtered server-side by principal and role (ids validated, values quoted);
+    scopes are matched locally.
     """
     kind = KINDS[kind] if isinstance(kind, str) else kind
     flt = _filter_for(target)
@@ -236,10 +242,20 @@ def read_requests(kind, target, include_pending=False, include_instances=False):
         out.append(("instances", kind.instances))
     if include_pending:
         out.append(("requests", kind.requests))
-    return [
+    named = [
         (name, {"method": "GET", "path": path, "params": {"$filter": flt}, "url": encode_url(path, {"$filter": flt})})
         for name, path in out
     ]
+    if include_policy:
+        params = policy_rules_params(target.role.id)
+        url = encode_url(POLICY_ASSIGNMENTS, params)
+        named.append(("policy", {"method": "GET", "path": POLICY_ASSIGNMENTS, "params": params, "url": url}))
+    return named
+
+
+def policy_answer(client, answer):
+    """A policy read's answer → the rules, or None when Graph refused it (no RoleManagementPolicy.Read)."""
+    return None if isinstance(answer, GraphError) else rules_of(follow_pages(client, answer))
 
 
 def _lower(value):
@@ -299,9 +315,21 @@ def read_all(client, requests):
 
 def read_current(client, kind, target, include_pending=False):
     """Read one target's state: schedules (+ pending requests in the same $batch). 1 round trip."""
-    named = read_requests(kind, target, include_pending=include_pending)
-    found = dict(zip([pair[0] for pair in named], read_all(client, [pair[1] for pair in named]), strict=True))
-    return current_from_answers(kind, target, found["schedules"], found.get("requests"))
+    return read_state(client, kind, target, include_pending)[0]
+
+
+def read_state(client, kind, target, include_pending=False, include_policy=False):
+    """read_current, and the role's policy rules in the same round trip when asked: (Current, rules or None)."""
+    named = read_requests(kind, target, include_pending=include_pending, include_policy=include_policy)
+    found = {}
+    for (name, _req), answer in zip(named, send_all(client, [pair[1] for pair in named]), strict=True):
+        if name == "policy":
+            found[name] = policy_answer(client, answer)
+        elif isinstance(answer, GraphError):
+            raise answer
+        else:
+            found[name] = follow_pages(client, answer)
+    return current_from_answers(kind, target, found["schedules"], found.get("requests")), found.get("policy")
 
 
 POLICY_ASSIGNMENTS = "/policies/roleManagementPolicyAssignments"
@@ -1055,7 +1083,8 @@ def run_schedule_module(module, kind, keep_pending=None, report=None, explain=No
     client = module.client
     # Role, principal, scope, schedules and pending requests: one round trip when given by id,
     # two otherwise (lookups, then state); never a write before every check has passed.
-    target, current = resolve_and_read(
+    # The role's policy rides along when a write may follow, to refuse a too-long schedule before it.
+    target, current, rules = resolve_and_read(
         client,
         _resolve.Resolver(client),
         kind,
@@ -1065,6 +1094,7 @@ def run_schedule_module(module, kind, keep_pending=None, report=None, explain=No
         params["directory_scope"],
         params["app_scope"],
         include_pending=True,
+        include_policy=state == "present" and not params["validate_only"],
     )
     if state == "present":
         check_principal_for(kind, target.principal)
@@ -1073,14 +1103,7 @@ def run_schedule_module(module, kind, keep_pending=None, report=None, explain=No
     p = plan(kind, target, desired, current, now)
     if p.action in ("create", "update") and not params["validate_only"]:
         # Longer than the role's policy allows: refused here, before any write (notes §6.2 ExpirationRule).
-        refusal = above_policy_message(
-            kind,
-            target.role.display_name,
-            read_policy_rules(client, target.role.id),
-            p.body,
-            now,
-            schedule_option(params),
-        )
+        refusal = above_policy_message(kind, target.role.display_name, rules, p.body, now, schedule_option(params))
         if refusal:
             raise InputError(refusal)
 

@@ -696,7 +696,8 @@ def id_route(method, path, params, body):
 
 def test_resolve_and_read_by_ids_is_one_batch(clean_roles):
     client = BatchClient(id_route)
-    target, cur = pim.resolve_and_read(client, _resolve.Resolver(client), "eligibility", USER_ADMIN.id, ALICE.id)
+    target, cur, rules = pim.resolve_and_read(client, _resolve.Resolver(client), "eligibility", USER_ADMIN.id, ALICE.id)
+    assert rules is None
     assert client.round_trips == [
         (
             "BATCH",
@@ -729,7 +730,9 @@ def test_resolve_and_read_template_id_reads_again_for_the_real_id(clean_roles):
         return id_route(method, path, params, body)
 
     client = BatchClient(route)
-    target, cur = pim.resolve_and_read(client, _resolve.Resolver(client), "eligibility", custom["templateId"], ALICE.id)
+    target, cur, dummy = pim.resolve_and_read(
+        client, _resolve.Resolver(client), "eligibility", custom["templateId"], ALICE.id
+    )
     assert target.role.id == custom["id"]
     # one batch (404 for the template id as an id), the role list, then the state for the real id
     assert [rt[0] for rt in client.round_trips] == ["BATCH", "GET", "BATCH"]
@@ -738,11 +741,46 @@ def test_resolve_and_read_template_id_reads_again_for_the_real_id(clean_roles):
 
 def test_resolve_and_read_by_names_is_two_round_trips(clean_roles):
     client = BatchClient(fake_route)
-    target, cur = pim.resolve_and_read(
+    target, cur, dummy = pim.resolve_and_read(
         client, _resolve.Resolver(client), "eligibility", "User Administrator", "alice@contoso.example"
     )
     assert [rt[0] for rt in client.round_trips] == ["BATCH", "BATCH"]
     assert target.principal.id == ALICE.id and cur.schedule["id"] == "sched-1"
+
+
+POLICY_RULES = [{"id": "Expiration_Admin_Eligibility", "isExpirationRequired": True, "maximumDuration": "P90D"}]
+
+
+def policy_route(method, path, params, body):
+    if path == pim.POLICY_ASSIGNMENTS:
+        return {"value": [{"policyId": "p1", "policy": {"id": "p1", "rules": POLICY_RULES}}]}
+    return id_route(method, path, params, body)
+
+
+@pytest.mark.parametrize("by_ids", [True, False])
+def test_the_policy_rides_along_with_the_state_read(clean_roles, by_ids):
+    """A task that may write reads the role's policy in the same $batch as the state: no extra round trip."""
+    client = BatchClient(policy_route)
+    role, principal = (USER_ADMIN.id, ALICE.id) if by_ids else ("User Administrator", "alice@contoso.example")
+    dummy, cur, rules = pim.resolve_and_read(
+        client, _resolve.Resolver(client), "eligibility", role, principal, include_policy=True
+    )
+    assert rules == POLICY_RULES and cur.schedule["id"] == "sched-1"
+    assert [rt[0] for rt in client.round_trips] == (["BATCH"] if by_ids else ["BATCH", "BATCH"])
+    assert pim.POLICY_ASSIGNMENTS in client.round_trips[-1][1]
+
+
+def test_an_unreadable_policy_is_none_not_an_error(clean_roles):
+    def route(method, path, params, body):
+        if path == pim.POLICY_ASSIGNMENTS:
+            return {"_status": 403, "error": {"code": "Authorization_RequestDenied"}}
+        return id_route(method, path, params, body)
+
+    client = BatchClient(route)
+    dummy, cur, rules = pim.resolve_and_read(
+        client, _resolve.Resolver(client), "eligibility", USER_ADMIN.id, ALICE.id, include_policy=True
+    )
+    assert rules is None and cur.schedule["id"] == "sched-1"
 
 
 # ------------------------------------------------------------------ policy limits before a write (notes §6.2)
