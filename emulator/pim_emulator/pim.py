@@ -822,18 +822,23 @@ def _removal(req: dict) -> None:
 # eligibility actions ---------------------------------------------------------------------------------
 
 
+def _admin_rules_passed(tx, tenant_id, p, caller, now, req, level):
+    """Refuse an admin request its role's Admin rules fail (400, notes §6.2); -> the schedule's (start, end)."""
+    rules = _rules_for(tx, tenant_id, p.role_id)
+    start, _, end = _effective_window(p, now)
+    failures = _evaluate_rules(rules, "Admin", level, p, caller, start, end)
+    if failures:
+        raise _policy_failed(failures)
+    return _granted_or_provisioned(req, p, now)
+
+
 def _admin_assign(collection: str, kind: str, level: str):
     """adminAssign of either kind: refuse a live duplicate, check the Admin rules, create the schedule."""
 
     def handler(tx, p, caller, now, tenant_id, req, writes):
         if _find(tx, collection, now, p.principal_id, p.role_id, p.dir_scope, p.app_scope):
             raise role_assignment_exists()
-        rules = _rules_for(tx, tenant_id, p.role_id)
-        start, _, end = _effective_window(p, now)
-        failures = _evaluate_rules(rules, "Admin", level, p, caller, start, end)
-        if failures:
-            raise _policy_failed(failures)
-        start, end = _granted_or_provisioned(req, p, now)
+        start, end = _admin_rules_passed(tx, tenant_id, p, caller, now, req, level)
         stale = _find(tx, collection, now, p.principal_id, p.role_id, p.dir_scope, p.app_scope, include_expired=True)
         if stale is not None:  # an expired schedule with the same key is replaced
             writes.append((collection, stale["id"], None))
@@ -872,12 +877,7 @@ def _update_existing(tx, collection, p, caller, now, tenant_id, req, writes, lev
     )
     if existing is None:
         raise role_assignment_does_not_exist()
-    rules = _rules_for(tx, tenant_id, p.role_id)
-    start, _, end = _effective_window(p, now)
-    failures = _evaluate_rules(rules, "Admin", level, p, caller, start, end)
-    if failures:
-        raise _policy_failed(failures)
-    start, end = _granted_or_provisioned(req, p, now)
+    start, end = _admin_rules_passed(tx, tenant_id, p, caller, now, req, level)
     req["targetScheduleId"] = existing["id"]
     existing["scheduleInfo"] = _stored_info(req["scheduleInfo"])
     existing["_start"] = ts(start)
