@@ -93,9 +93,9 @@ options:
     default: present
     version_added: 0.1.0
 notes:
-  - Before a create or update the role's PIM policy is read. A schedule longer than the policy allows, or no end
-    where the policy requires one, fails before anything is sent (also in check mode), naming the option and
-    the limit. If the policy cannot be read, Graph's own refusal is explained instead.
+  - The role's PIM policy is read with the current state, in the same round trip. A schedule longer than the
+    policy allows, or no end where the policy requires one, fails before anything is sent (also in check mode),
+    naming the option and the limit. If the policy cannot be read, Graph's own refusal is explained instead.
   - Graph requires a schedule on every active assignment request, so one is always sent, also to remove.
   - Justification and ticket are kept by Graph on the request, not on the assignment, so changing only them is not a
     change.
