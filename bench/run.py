@@ -318,27 +318,22 @@ def scenario(runner, sandbox, n, label, fn, grants, repeats, check=True):
         )
         if state is not None and not state["ok"]:
             raise SystemExit("bench: %s at N=%d did not converge: %s" % (label, n, state))
+    first_apply = _summary(first)
+    first_apply["state"] = first[-1][5]
+    return {"runs": repeats, "first_apply": first_apply, "rerun": _summary(again)}
+
+
+def _summary(runs):
+    """Runs of (wall s, round trips, peak MiB, stats, result, ...) → median wall time, the last run's counts."""
+    last = runs[-1]
     return {
-        "runs": repeats,
-        "first_apply": {
-            "wall_s": median([f[0] for f in first]),
-            "wall_all_s": [round(f[0], 2) for f in first],
-            "round_trips": first[-1][1],
-            "batch_items": first[-1][3]["batch_items"],
-            "writes": first[-1][3]["writes"].get(ELIGIBILITY_WRITES, 0),
-            "peak_rss_mib": round(max(f[2] for f in first), 1),
-            "result": first[-1][4],
-            "state": first[-1][5],
-        },
-        "rerun": {
-            "wall_s": median([a[0] for a in again]),
-            "wall_all_s": [round(a[0], 2) for a in again],
-            "round_trips": again[-1][1],
-            "batch_items": again[-1][3]["batch_items"],
-            "writes": again[-1][3]["writes"].get(ELIGIBILITY_WRITES, 0),
-            "peak_rss_mib": round(max(a[2] for a in again), 1),
-            "result": again[-1][4],
-        },
+        "wall_s": median([r[0] for r in runs]),
+        "wall_all_s": [round(r[0], 2) for r in runs],
+        "round_trips": last[1],
+        "batch_items": last[3]["batch_items"],
+        "writes": last[3]["writes"].get(ELIGIBILITY_WRITES, 0),
+        "peak_rss_mib": round(max(r[2] for r in runs), 1),
+        "result": last[4],
     }
 
 

@@ -34,7 +34,7 @@ from ansible_collections.entra.pim.plugins.module_utils import _pim, _resolve
 from ansible_collections.entra.pim.plugins.module_utils import _schedule as sched
 from ansible_collections.entra.pim.plugins.module_utils._errors import AuthError, GraphError, InputError, PimError
 from ansible_collections.entra.pim.plugins.module_utils._graph import odata_quote, snake_case_keys
-from ansible_collections.entra.pim.plugins.module_utils._resolve import encode_url, require_guid
+from ansible_collections.entra.pim.plugins.module_utils._resolve import require_guid
 
 ASSIGNMENT_SCHEDULES = _pim.KINDS["assignment"].schedules
 ASSIGNMENT_REQUESTS = _pim.KINDS["assignment"].requests
@@ -145,11 +145,6 @@ def activation_duration(requested, policy):
 # ------------------------------------------------------------------ reading
 
 
-def _get(path, params=None):
-    params = params or {}
-    return {"method": "GET", "path": path, "params": params, "url": encode_url(path, params)}
-
-
 def read_requests(role_id=None):
     """The reads for one activation task, batch-ready: [(name, request)].
 
@@ -162,9 +157,9 @@ def read_requests(role_id=None):
         role_filter = {"$filter": "roleDefinitionId eq %s" % odata_quote(require_guid(role_id, "role id"))}
     pending = {"$filter": PENDING_FILTER}
     return [
-        ("schedules", _get(ASSIGNMENT_SCHEDULES + CURRENT_USER, role_filter)),
-        ("requests", _get(ASSIGNMENT_REQUESTS + CURRENT_USER, pending)),
-        ("eligibilities", _get(ELIGIBILITY_INSTANCES + CURRENT_USER)),
+        ("schedules", _resolve.get_request(ASSIGNMENT_SCHEDULES + CURRENT_USER, role_filter)),
+        ("requests", _resolve.get_request(ASSIGNMENT_REQUESTS + CURRENT_USER, pending)),
+        ("eligibilities", _resolve.get_request(ELIGIBILITY_INSTANCES + CURRENT_USER)),
     ]
 
 

@@ -780,10 +780,7 @@ class Reconciler:
                 def on_done(items, err, role_id=role_id):
                     self.policy_rules[role_id] = None if err is not None else _pim.rules_of(items)
 
-                rounds.add_list(
-                    _resolve.encode_url(_pim.POLICY_ASSIGNMENTS, _pim.policy_rules_params(role_id)),
-                    on_done,
-                )
+                rounds.add_list(_pim.policy_request(role_id)["url"], on_done)
             rounds.run()
             self.graph_batches += rounds.batches
         kept = []

@@ -35,7 +35,6 @@ from ansible_collections.entra.pim.plugins.module_utils import _schedule as sche
 from ansible_collections.entra.pim.plugins.module_utils._errors import GraphError, InputError
 from ansible_collections.entra.pim.plugins.module_utils._graph import odata_quote, snake_case_keys
 from ansible_collections.entra.pim.plugins.module_utils._resolve import (
-    encode_url,
     follow_pages,
     require_guid,
     send_all,
@@ -242,14 +241,9 @@ def read_requests(kind, target, include_pending=False, include_instances=False, 
         out.append(("instances", kind.instances))
     if include_pending:
         out.append(("requests", kind.requests))
-    named = [
-        (name, {"method": "GET", "path": path, "params": {"$filter": flt}, "url": encode_url(path, {"$filter": flt})})
-        for name, path in out
-    ]
+    named = [(name, _resolve.get_request(path, {"$filter": flt})) for name, path in out]
     if include_policy:
-        params = policy_rules_params(target.role.id)
-        url = encode_url(POLICY_ASSIGNMENTS, params)
-        named.append(("policy", {"method": "GET", "path": POLICY_ASSIGNMENTS, "params": params, "url": url}))
+        named.append(("policy", policy_request(target.role.id)))
     return named
 
 
@@ -335,13 +329,13 @@ def read_state(client, kind, target, include_pending=False, include_policy=False
 POLICY_ASSIGNMENTS = "/policies/roleManagementPolicyAssignments"
 
 
-def policy_rules_params(role_id, scope_id="/"):
-    """Query of the role's policy assignment with its rules expanded (notes §1.3)."""
+def policy_request(role_id, scope_id="/"):
+    """The GET of the role's policy assignment with its rules expanded (notes §1.3), batch-ready."""
     flt = "scopeId eq %s and scopeType eq 'DirectoryRole' and roleDefinitionId eq %s" % (
         odata_quote(scope_id or "/"),
         odata_quote(require_guid(role_id, "role id")),
     )
-    return {"$filter": flt, "$expand": "policy($expand=rules)"}
+    return _resolve.get_request(POLICY_ASSIGNMENTS, {"$filter": flt, "$expand": "policy($expand=rules)"})
 
 
 def rules_of(assignments):
@@ -355,8 +349,9 @@ def rules_of(assignments):
 
 def read_policy_rules(client, role_id, scope_id="/"):
     """The rules of the role's PIM policy (notes §1.3), or None when they cannot be read."""
+    req = policy_request(role_id, scope_id)
     try:
-        return rules_of(client.list(POLICY_ASSIGNMENTS, params=policy_rules_params(role_id, scope_id)))
+        return rules_of(client.list(req["path"], params=req["params"]))
     except GraphError:
         return None
 
@@ -949,12 +944,10 @@ def read_lists(client, kind, principal_id=None, role_id=None, current_user=False
         clauses.append("roleDefinitionId eq %s" % odata_quote(require_guid(role_id, "role id")))
     base = {"$filter": " and ".join(clauses)} if clauses else {}
     suffix = CURRENT_USER if current_user else ""
-    reqs = []
-    for path, extra in ((kind.schedules, {}), (kind.instances, instance_params or {})):
-        params = dict(base, **extra)
-        reqs.append(
-            {"method": "GET", "path": path + suffix, "params": params, "url": encode_url(path + suffix, params)}
-        )
+    reqs = [
+        _resolve.get_request(path + suffix, dict(base, **extra))
+        for path, extra in ((kind.schedules, {}), (kind.instances, instance_params or {}))
+    ]
     schedules, instances = read_all(client, reqs)
     return schedules, instances
 
@@ -1043,16 +1036,13 @@ def describe_schedule(kind, target, schedule):
     return describe(kind, target, sched.window_from_schedule_info(schedule.get("scheduleInfo")), schedule)
 
 
-def explain_write_error(client, kind, err, target, body):
-    """A Graph refusal in our words; reads the role's policy only when a policy rule failed."""
-    rules = None
-    if failed_rules(err.graph_message) or err.code == "RoleAssignmentRequestPolicyValidationFailed":
+def explain_write_error(client, kind, err, target, body, current=None, rules=None):
+    """A Graph refusal in our words. When a policy rule failed, the role's ``rules`` explain it: the ones
+    read with the state, or read now if there are none."""
+    policy_failed = failed_rules(err.graph_message) or err.code == "RoleAssignmentRequestPolicyValidationFailed"
+    if policy_failed and rules is None:
         rules = read_policy_rules(client, target.role.id)
     return explain_graph_error(err, kind, target, body, rules)
-
-
-def _explain_current(client, kind, err, target, body, _current):
-    return explain_write_error(client, kind, err, target, body)
 
 
 def run_schedule_module(module, kind, keep_pending=None, report=None, explain=None):
@@ -1062,13 +1052,13 @@ def run_schedule_module(module, kind, keep_pending=None, report=None, explain=No
 
     * ``keep_pending(request) -> bool``: which pending requests are this task's (default: all).
     * ``report(kind, target, current, result)``: adds what the module reports besides the managed item.
-    * ``explain(client, kind, err, target, body, current) -> GraphError``: a refusal in words
-      (default ``explain_write_error``).
+    * ``explain(client, kind, err, target, body, current, rules) -> GraphError``: a refusal in words
+      (default ``explain_write_error``); ``rules`` are the policy rules read with the state, or None.
 
     Returns the module result; the managed item is under the kind's name (``eligibility``, ``assignment``).
     """
     kind = KINDS[kind] if isinstance(kind, str) else kind
-    explain = explain or _explain_current
+    explain = explain or explain_write_error
     params = module.params
     now = datetime.now(UTC)
     state = params["state"]
@@ -1134,7 +1124,7 @@ def run_schedule_module(module, kind, keep_pending=None, report=None, explain=No
     try:
         outcome = execute(client, kind, p, confirm=confirmer(client, kind, target, desired, p, now))
     except GraphError as err:
-        raise explain(client, kind, err, target, p.body, current)
+        raise explain(client, kind, err, target, p.body, current, rules)
     result[kind.name] = result_from_request(kind, target, outcome.request, p, now)
     if outcome.confirmed and p.action in ("create", "update"):
         # Graph's answer was lost but the re-read showed the change: report what is there.
@@ -1172,11 +1162,11 @@ def report_activation(kind, target, current, result):
         ]
 
 
-def explain_assignment_error(client, kind, err, target, body, current):
+def explain_assignment_error(client, kind, err, target, body, current, rules=None):
     """Like explain_write_error, and RoleAssignmentExists says when an activation is what blocks the write."""
     activation = activation_of(current)
     if err.code != "RoleAssignmentExists" or activation is None:
-        return explain_write_error(client, kind, err, target, body)
+        return explain_write_error(client, kind, err, target, body, current, rules)
     window = sched.window_from_schedule_info(activation.get("scheduleInfo"))
     return reworded(
         err,

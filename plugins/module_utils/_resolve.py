@@ -123,8 +123,9 @@ def encode_url(path, params=None):
     return path + ("?" + query if query else "")
 
 
-def _get(path, params):
-    """A lookup that can be sent alone (path + params) or inside a $batch (url)."""
+def get_request(path, params=None):
+    """A GET that can be sent alone (path + params) or inside a $batch (url)."""
+    params = params or {}
     return {"method": "GET", "path": path, "params": params, "url": encode_url(path, params)}
 
 
@@ -396,12 +397,12 @@ class Resolver:
         return getattr(self.client, "graph_url", None) or id(self.client)
 
     def role_list_request(self):
-        return _get(ROLE_DEFINITIONS, {"$select": ROLE_SELECT})
+        return get_request(ROLE_DEFINITIONS, {"$select": ROLE_SELECT})
 
     def role_request(self, role_id):
         """One role definition by id, batch-ready (an entity, not a collection)."""
         path = "%s/%s" % (ROLE_DEFINITIONS, require_guid(role_id, "role id"))
-        return dict(_get(path, {"$select": ROLE_SELECT}), entity=True)
+        return dict(get_request(path, {"$select": ROLE_SELECT}), entity=True)
 
     def roles_cached(self):
         return self._cache_key() in _ROLE_CACHE
@@ -553,17 +554,19 @@ class Resolver:
             ]
         if "@" in value and principal_type in ("auto", "user"):
             flt = "userPrincipalName eq %s or mail eq %s" % (quoted, quoted)
-            return [("user", _get("/users", {"$filter": flt, "$select": USER_SELECT}))]
+            return [("user", get_request("/users", {"$filter": flt, "$select": USER_SELECT}))]
         out = []
         if principal_type == "user":
-            out.append(("user", _get("/users", {"$filter": "displayName eq %s" % quoted, "$select": USER_SELECT})))
+            out.append(
+                ("user", get_request("/users", {"$filter": "displayName eq %s" % quoted, "$select": USER_SELECT}))
+            )
         if principal_type in ("auto", "group"):
             field = "mail" if "@" in value else "displayName"
             flt = "%s eq %s" % (field, quoted)
-            out.append(("group", _get("/groups", {"$filter": flt, "$select": GROUP_SELECT})))
+            out.append(("group", get_request("/groups", {"$filter": flt, "$select": GROUP_SELECT})))
         if principal_type in ("auto", "service_principal"):
             flt = "displayName eq %s" % quoted
-            out.append(("service_principal", _get("/servicePrincipals", {"$filter": flt, "$select": SP_SELECT})))
+            out.append(("service_principal", get_request("/servicePrincipals", {"$filter": flt, "$select": SP_SELECT})))
         return out
 
     def principal_from_answers(self, value, principal_type, kinds, answers):
@@ -668,7 +671,7 @@ def directory_scope_local(value):
 
 def directory_scope_request(value):
     flt = "displayName eq %s" % odata_quote(value.strip())
-    return _get("/directory/administrativeUnits", {"$filter": flt, "$select": AU_SELECT})
+    return get_request("/directory/administrativeUnits", {"$filter": flt, "$select": AU_SELECT})
 
 
 def directory_scope_error(value, err):

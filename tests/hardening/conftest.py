@@ -198,6 +198,28 @@ class SandboxProc:
             raise AssertionError("setup %s %s -> %d %s" % (method, path, resp.status_code, resp.text[:500]))
         return resp.json() if resp.content else None
 
+    def admin_assign(self, requests_path, principal_id, role_id, expiration, token=None):
+        """An eligibility (ELIG_REQ) or active assignment (ASG_REQ) made out of band, at the tenant scope."""
+        body = {
+            "action": "adminAssign",
+            "principalId": principal_id,
+            "roleDefinitionId": role_id,
+            "directoryScopeId": "/",
+            "justification": "setup",
+            "scheduleInfo": {"expiration": expiration},
+        }
+        return self.graph("POST", requests_path, body, token=token)
+
+    def patch_rule(self, role_id, rule_id, changes, keep=(), token=None):
+        """PATCH one rule of a role's policy: its type, id, target and ``keep`` fields as stored, with ``changes``."""
+        state = self.state()
+        pid = next(a["policyId"] for a in state["roleManagementPolicyAssignments"] if a["roleDefinitionId"] == role_id)
+        policy = next(p for p in state["roleManagementPolicies"] if p["id"] == pid)
+        rule = next(r for r in policy["rules"] if r["id"] == rule_id)
+        body = {key: rule[key] for key in ("@odata.type", "id", "target") + tuple(keep)}
+        body.update(changes)
+        self.graph("PATCH", "/v1.0/policies/roleManagementPolicies/%s/rules/%s" % (pid, rule_id), body, token=token)
+
 
 # POSTs that only read: the sandbox counts every non-GET as a write, these change nothing.
 READ_ONLY_POSTS = ("/directoryObjects/getByIds", "/getByIds")

@@ -25,6 +25,7 @@ from conftest import ELIG_REQ, ROLES, ROOT, SandboxProc, run_playbook, total_wri
 
 RESULTS_DIR = ROOT / ".tmp" / "hardening-results"
 ALICE_UPN = "alice@contoso.example"
+ALICE_ID = "10000000-0000-4000-8000-000000000002"
 INJECTION = "x' or 1 eq 1"
 PATHY = "../users/x?y"
 
@@ -381,20 +382,10 @@ def _play(sb: SandboxProc, target: str, tmp_root: Path) -> dict:
     token = sb.token()
     # alice may activate Helpdesk Administrator (for the activation cases); a Security Reader
     # policy that requires expiry within its maximum (for the above-maximum cases).
-    sb.graph(
-        "POST",
-        ELIG_REQ,
-        {
-            "action": "adminAssign",
-            "principalId": "10000000-0000-4000-8000-000000000002",
-            "roleDefinitionId": ROLES["Helpdesk Administrator"],
-            "directoryScopeId": "/",
-            "justification": "setup",
-            "scheduleInfo": {"expiration": {"type": "noExpiration"}},
-        },
-        token=token,
-    )
-    _require_expiry(sb, token, "Security Reader")
+    sb.admin_assign(ELIG_REQ, ALICE_ID, ROLES["Helpdesk Administrator"], {"type": "noExpiration"}, token=token)
+    for rule_id in ("Expiration_Admin_Eligibility", "Expiration_Admin_Assignment"):
+        changes = {"isExpirationRequired": True}
+        sb.patch_rule(ROLES["Security Reader"], rule_id, changes, keep=("maximumDuration",), token=token)
     ctx = {
         "workdir": tmp_root / target.rsplit(".", 1)[-1],
         "alice_token": sb.token(user=ALICE_UPN, claims={"amr": ["pwd", "mfa"]}),
@@ -420,26 +411,6 @@ def _play(sb: SandboxProc, target: str, tmp_root: Path) -> dict:
     )
     _PLAYS[target] = {"result": result, "before": before, "after": sb.state(), "ctx": ctx}
     return _PLAYS[target]
-
-
-def _require_expiry(sb, token, role):
-    state = sb.state()
-    pid = next(a["policyId"] for a in state["roleManagementPolicyAssignments"] if a["roleDefinitionId"] == ROLES[role])
-    policy = next(p for p in state["roleManagementPolicies"] if p["id"] == pid)
-    for rule_id in ("Expiration_Admin_Eligibility", "Expiration_Admin_Assignment"):
-        rule = next(r for r in policy["rules"] if r["id"] == rule_id)
-        sb.graph(
-            "PATCH",
-            "/v1.0/policies/roleManagementPolicies/%s/rules/%s" % (pid, rule_id),
-            {
-                "@odata.type": rule["@odata.type"],
-                "id": rule_id,
-                "isExpirationRequired": True,
-                "maximumDuration": rule["maximumDuration"],
-                "target": rule["target"],
-            },
-            token=token,
-        )
 
 
 def _records_of(result, cid):

@@ -174,50 +174,17 @@ class Ctx:
         return self.sb.graph("POST", path, body, token=token or self.app_token)
 
     def eligible(self, op, role, duration="P30D"):
-        self.request(
-            ELIG_REQ,
-            {
-                "action": "adminAssign",
-                "principalId": self.users[op],
-                "roleDefinitionId": ROLES[role],
-                "directoryScopeId": "/",
-                "justification": "setup",
-                "scheduleInfo": {"expiration": {"type": "afterDuration", "duration": duration}},
-            },
-        )
+        expiration = {"type": "afterDuration", "duration": duration}
+        self.sb.admin_assign(ELIG_REQ, self.users[op], ROLES[role], expiration, token=self.app_token)
 
     def active(self, op, role, duration="P30D"):
-        self.request(
-            ASG_REQ,
-            {
-                "action": "adminAssign",
-                "principalId": self.users[op],
-                "roleDefinitionId": ROLES[role],
-                "directoryScopeId": "/",
-                "justification": "setup",
-                "scheduleInfo": {"expiration": {"type": "afterDuration", "duration": duration}},
-            },
-        )
+        expiration = {"type": "afterDuration", "duration": duration}
+        self.sb.admin_assign(ASG_REQ, self.users[op], ROLES[role], expiration, token=self.app_token)
 
     def activation_without_mfa(self, role):
         """Let activation of ``role`` need a justification only, so a password sign-in can activate."""
-        state = self.sb.state()
-        policy_id = next(
-            a["policyId"] for a in state["roleManagementPolicyAssignments"] if a["roleDefinitionId"] == ROLES[role]
-        )
-        policy = next(p for p in state["roleManagementPolicies"] if p["id"] == policy_id)
-        rule = next(r for r in policy["rules"] if r["id"] == "Enablement_EndUser_Assignment")
-        self.sb.graph(
-            "PATCH",
-            "/v1.0/policies/roleManagementPolicies/%s/rules/Enablement_EndUser_Assignment" % policy_id,
-            {
-                "@odata.type": rule["@odata.type"],
-                "id": rule["id"],
-                "enabledRules": ["Justification"],
-                "target": rule["target"],
-            },
-            token=self.app_token,
-        )
+        changes = {"enabledRules": ["Justification"]}
+        self.sb.patch_rule(ROLES[role], "Enablement_EndUser_Assignment", changes, token=self.app_token)
 
     def setup_all(self):
         self.activation_without_mfa("Helpdesk Administrator")

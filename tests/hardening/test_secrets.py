@@ -53,19 +53,8 @@ def secret_run(sandbox, tmp_path_factory):
     client_secret = sb.conn["client_secret"]
     app_token = sb.token()
     user_token = sb.token(user="alice@contoso.example", claims={"amr": ["pwd", "mfa"]})
-    sb.graph(
-        "POST",
-        ELIG_REQ,
-        {
-            "action": "adminAssign",
-            "principalId": "10000000-0000-4000-8000-000000000002",
-            "roleDefinitionId": ROLES["Helpdesk Administrator"],
-            "directoryScopeId": "/",
-            "justification": "setup",
-            "scheduleInfo": {"expiration": {"type": "noExpiration"}},
-        },
-        token=app_token,
-    )
+    alice = "10000000-0000-4000-8000-000000000002"
+    sb.admin_assign(ELIG_REQ, alice, ROLES["Helpdesk Administrator"], {"type": "noExpiration"}, token=app_token)
     cert = _encrypted_cert(sb, work / "cert-encrypted.pem")
     # Secrets come from an extra-vars file, as a vault or a credential would give them: ansible-core
     # quotes the playbook's source lines around a failing task, so a literal in the play would show.

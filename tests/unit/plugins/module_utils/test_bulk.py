@@ -92,32 +92,23 @@ class FakeGraph:
     # ------------------------------------------------------------ state helpers
 
     def add_assignment(self, pid, rid, assignment_type="Assigned", member_type="Direct"):
-        self.schedules["assignment"].append(
-            {
-                "id": str(uuid.uuid4()),
-                "principalId": pid,
-                "roleDefinitionId": rid,
-                "directoryScopeId": "/",
-                "memberType": member_type,
-                "assignmentType": assignment_type,
-                "status": "Provisioned",
-                "scheduleInfo": {"startDateTime": "2026-01-01T00:00:00Z", "expiration": {"type": "noExpiration"}},
-            }
-        )
+        self._add("assignment", pid, rid, None, member_type, assignmentType=assignment_type)
 
     def add_eligibility(self, pid, rid, end=None, member_type="Direct"):
+        self._add("eligibility", pid, rid, end, member_type)
+
+    def _add(self, kind, pid, rid, end, member_type, **extra):
         exp = {"type": "afterDateTime", "endDateTime": end} if end else {"type": "noExpiration"}
-        self.schedules["eligibility"].append(
-            {
-                "id": str(uuid.uuid4()),
-                "principalId": pid,
-                "roleDefinitionId": rid,
-                "directoryScopeId": "/",
-                "memberType": member_type,
-                "status": "Provisioned",
-                "scheduleInfo": {"startDateTime": "2026-01-01T00:00:00Z", "expiration": exp},
-            }
-        )
+        schedule = {
+            "id": str(uuid.uuid4()),
+            "principalId": pid,
+            "roleDefinitionId": rid,
+            "directoryScopeId": "/",
+            "memberType": member_type,
+            "status": "Provisioned",
+            "scheduleInfo": {"startDateTime": "2026-01-01T00:00:00Z", "expiration": exp},
+        }
+        self.schedules[kind].append(dict(schedule, **extra))
 
     def keys(self, kind):
         return sorted((s["principalId"], s["roleDefinitionId"]) for s in self.schedules[kind])
