@@ -15,6 +15,8 @@ from __future__ import annotations
 import abc
 import base64
 import email.utils
+import hashlib
+import hmac
 import json
 import math
 import os
@@ -474,11 +476,45 @@ def _check_private_file(path):
     return True
 
 
+def _check_private_dir(directory):
+    """Refuse a cache directory that other users can write to, or that another user owns.
+
+    Whoever can write to the directory can replace or plant the cache files in it (a rename
+    needs no permission on the file itself), so a private file in a shared directory is not
+    private. A missing directory is fine: ``write_private_file`` creates it with mode 0700.
+    """
+    try:
+        st = os.stat(directory)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    if not stat.S_ISDIR(st.st_mode):
+        # Not a directory: nothing can be read there, and saving fails with a warning (see save()).
+        return False
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & 0o022:
+        raise AuthError(
+            "Refusing to use the token cache directory %s: its mode is %04o, so other users can write to it and "
+            "replace or plant the cached tokens there. Run 'chmod 700 %s', choose a token_cache_path in a private "
+            "directory, or set token_cache=false." % (directory, mode, directory),
+            token_cache_path=directory,
+        )
+    if hasattr(os, "getuid") and st.st_uid not in (os.getuid(), 0):
+        raise AuthError(
+            "Refusing to use the token cache directory %s: it belongs to another user (uid %d), who can replace "
+            "the cached tokens there. Choose a token_cache_path in a directory of your own, or set "
+            "token_cache=false." % (directory, st.st_uid),
+            token_cache_path=directory,
+        )
+    return True
+
+
 def write_private_file(path, text):
     """Atomically replace ``path`` with ``text``, mode 0600, directory 0700 when created."""
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         os.makedirs(directory, mode=0o700, exist_ok=True)
+        # makedirs applies the umask; the cache directory is exactly 0700 whatever the umask is.
+        os.chmod(directory, 0o700)
     fd, tmp = tempfile.mkstemp(prefix=".entra-pim-", suffix=".tmp", dir=directory)
     try:
         os.fchmod(fd, 0o600)
@@ -515,16 +551,26 @@ DIRECTORY_CACHE_FILE = "directory_cache.json"
 class CacheFiles:
     """The persistent MSAL token cache and http cache (discovery documents).
 
-    Both files are mode 0600; they are written atomically and only when their content changed.
-    Only 2xx GET entries of the http cache are persisted: they are public metadata, while the
-    POST entries are keyed by a hash that covers the credential.
+    Both files are mode 0600 in a directory that only its owner can write to; they are written
+    atomically and only when their content changed. Only 2xx GET entries of the http cache are
+    persisted: they are public metadata, while the POST entries are keyed by a hash that covers
+    the credential.
+
+    The token cache file is partitioned by the credential itself (see ``credential_material``):
+    each partition is one MSAL cache, stored under an HMAC-SHA256 of the credential, keyed with
+    a random key kept in the same file. A task sees only the partition of the credential it was
+    given, so a wrong secret, certificate or password finds no token and must ask the identity
+    platform, which refuses it. docs/security.md ("Token cache") gives the threat model.
     """
 
     _INDEX = "_index_"
+    FORMAT = "entra.pim token cache"
+    VERSION = 2
 
     def __init__(self, path, enabled=True, warn=None, load=True):
         self.enabled = bool(enabled and path)
         self.path = os.path.expanduser(path) if path else None
+        self.directory = os.path.dirname(os.path.abspath(self.path)) if self.path else None
         self.http_path = os.path.join(os.path.dirname(self.path), "http_cache.json") if self.path else None
         # Names → ids (roles, principals) for the resolver's warm path: same directory, same rules.
         self.directory_path = os.path.join(os.path.dirname(self.path), DIRECTORY_CACHE_FILE) if self.path else None
@@ -532,18 +578,21 @@ class CacheFiles:
         self.token_cache = msal.SerializableTokenCache()
         self.http_cache = {}
         self._http_text = None
+        self._dir_checked = False
+        self._material = None  # the credential's bytes, kept in memory only (see open_partition)
+        self._key = None
         # load=False: only the directory cache is wanted (the resolver); the token files stay unread.
         if self.enabled and load:
             self._load()
 
+    def _check_dir(self):
+        if not self._dir_checked:
+            _check_private_dir(self.directory)
+            self._dir_checked = True
+
     def _load(self):
-        if _check_private_file(self.path):
-            try:
-                with open(self.path, encoding="utf-8") as handle:
-                    self.token_cache.deserialize(handle.read())
-            except (OSError, ValueError) as exc:
-                self.warn("Ignoring an unreadable token cache %s (%s); it will be rewritten." % (self.path, exc))
-                self.token_cache = msal.SerializableTokenCache()
+        self._check_dir()
+        _check_private_file(self.path)
         if _check_private_file(self.http_path):
             try:
                 with open(self.http_path, encoding="utf-8") as handle:
@@ -552,6 +601,99 @@ class CacheFiles:
                 self._http_text = self._encode_http()
             except (OSError, ValueError, TypeError, KeyError):
                 self.http_cache = {}
+
+    # ----------------------------------------------------------------- partitions
+
+    @staticmethod
+    def _partition_id(key, material):
+        return hmac.new(key, material, hashlib.sha256).hexdigest()
+
+    def _read_token_file(self, warn=False):
+        """The token cache file as ``(key, partitions)``, or ``(None, {})`` when missing or unusable.
+
+        A file in the format before partitions (one MSAL cache for every credential) cannot say
+        which credential earned its tokens, so none of them is trusted: it is replaced.
+        """
+        if not _check_private_file(self.path):
+            return None, {}
+        try:
+            with open(self.path, encoding="utf-8") as handle:
+                data = json.loads(handle.read())
+            if not isinstance(data, dict) or data.get("format") != self.FORMAT:
+                return None, {}
+            key = base64.b64decode(data["key"].encode("ascii"), validate=True)
+            partitions = data["partitions"]
+            if len(key) < 32 or not isinstance(partitions, dict):
+                raise ValueError("malformed key or partitions")
+        except (OSError, ValueError, TypeError, KeyError, AttributeError, UnicodeError) as exc:
+            if warn:
+                self.warn(
+                    "Ignoring an unreadable token cache %s (%s); it will be rewritten."
+                    % (self.path, getattr(exc, "strerror", None) or type(exc).__name__)
+                )
+            return None, {}
+        return key, {k: v for k, v in partitions.items() if isinstance(v, dict)}
+
+    def open_partition(self, material):
+        """Load the partition of the credential ``material`` (bytes) into ``token_cache``.
+
+        Call once, before MSAL uses the cache. Without a partition nothing is read or saved.
+        """
+        self._material = material
+        if not self.enabled:
+            return
+        self._check_dir()
+        key, partitions = self._read_token_file(warn=True)
+        self._key = key or os.urandom(32)
+        mine = partitions.get(self._partition_id(self._key, material))
+        if mine:
+            try:
+                self.token_cache.deserialize(json.dumps(mine))
+            except ValueError:
+                self.token_cache = msal.SerializableTokenCache()
+
+    @staticmethod
+    def _partition_is_spent(partition, now):
+        """True when a partition can give nothing: no refresh token and every access token expired."""
+        if partition.get("RefreshToken"):
+            return False
+        for item in (partition.get("AccessToken") or {}).values():
+            try:
+                if int(item.get("expires_on")) > now:
+                    return False
+            except (TypeError, ValueError, AttributeError):
+                continue
+        return True
+
+    def _save_tokens(self):
+        """Write this credential's partition, merged into the file as it is on disk now.
+
+        The file is re-read just before writing, so parallel tasks with other credentials keep
+        their partitions (the last writer of one partition wins, as for any cache). Partitions
+        that can no longer give a token are dropped, so rotated secrets do not pile up.
+        """
+        try:
+            key, partitions = self._read_token_file()
+        except AuthError:
+            # The file turned non-private since it was loaded: replace it (never merge it).
+            key, partitions = None, {}
+        key = key or self._key
+        mine = self._partition_id(key, self._material)
+        partitions[mine] = json.loads(self.token_cache.serialize())
+        now = time.time()
+        partitions = {k: v for k, v in partitions.items() if k == mine or not self._partition_is_spent(v, now)}
+        data = {
+            "format": self.FORMAT,
+            "version": self.VERSION,
+            "key": base64.b64encode(key).decode("ascii"),
+            "partitions": partitions,
+        }
+        write_private_file(self.path, json.dumps(data, sort_keys=True))
+        self._key = key
+
+    def partition(self):
+        """The MSAL cache of this credential as a dict (tests and diagnostics); {} when there is none."""
+        return json.loads(self.token_cache.serialize()) if self._material is not None else {}
 
     def _decode_http(self, data):
         out = {}
@@ -588,8 +730,8 @@ class CacheFiles:
         if not self.enabled:
             return
         try:
-            if self.token_cache.has_state_changed:
-                write_private_file(self.path, self.token_cache.serialize())
+            if self.token_cache.has_state_changed and self._material is not None:
+                self._save_tokens()
                 self.token_cache.has_state_changed = False
             text = self._encode_http()
             if text != self._http_text:
@@ -611,6 +753,7 @@ class CacheFiles:
         """
         if not self.enabled:
             return None
+        self._check_dir()
         try:
             if not _check_private_file(self.directory_path):
                 return None
@@ -632,6 +775,7 @@ class CacheFiles:
         """Atomically replace the directory cache (0600); a failure warns once and disables it."""
         if not self.enabled:
             return
+        self._check_dir()
         try:
             write_private_file(self.directory_path, text)
         except OSError as exc:
@@ -994,7 +1138,23 @@ def _load_certificate(path, password):
     ).decode("ascii")
     # SHA-1 thumbprint (x5t): accepted by Entra and by every msal release we support.
     thumbprint = cert.fingerprint(hashes.SHA1()).hex().upper()
-    return {"private_key": pem_key, "thumbprint": thumbprint}, pem_key
+    # The token cache partition: the certificate's SHA-256 thumbprint and the key's public part, so a
+    # file whose key does not belong to its certificate never shares the registered certificate's tokens.
+    public = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    identity = cert.fingerprint(hashes.SHA256()) + hashlib.sha256(public).digest()
+    return {"private_key": pem_key, "thumbprint": thumbprint}, pem_key, identity
+
+
+def credential_material(method, *parts):
+    """The bytes a token cache partition is keyed by: the method and what proves the credential.
+
+    Never stored: ``CacheFiles`` keeps only an HMAC of it. See docs/security.md ("Token cache").
+    """
+    out = [method.encode("utf-8")]
+    for part in parts:
+        out.append(part if isinstance(part, bytes) else str(part or "").encode("utf-8"))
+    # Length-prefixed, so that no two different tuples give the same bytes.
+    return b"".join(b"%d:%s" % (len(p), p) for p in out)
 
 
 def build_credential(settings, method, session, verify, timeout, retry_policy, cache, user_agent, stats):
@@ -1028,15 +1188,18 @@ def build_credential(settings, method, session, verify, timeout, retry_policy, c
         except ValueError as exc:
             raise AuthError("Could not set up sign-in against %s: %s" % (authority, str(exc)[:400]), auth_method=method)
 
+    # The token cache partition comes first: MSAL must only ever see this credential's tokens.
     if method == "client_secret":
+        cache.open_partition(credential_material(method, settings["client_secret"]))
         app = make(msal.ConfidentialClientApplication, settings["client_secret"])
         return ConfidentialCredential(
             method, app, scopes, authority, graph_url, cache, secrets=[settings["client_secret"]]
         )
     if method == "certificate":
-        credential, pem_key = _load_certificate(
+        credential, pem_key, identity = _load_certificate(
             settings["client_certificate_path"], settings.get("client_certificate_password")
         )
+        cache.open_partition(credential_material(method, identity))
         app = make(msal.ConfidentialClientApplication, credential)
         return ConfidentialCredential(
             method,
@@ -1049,9 +1212,14 @@ def build_credential(settings, method, session, verify, timeout, retry_policy, c
         )
     if method == "federated_token":
         assertion = FederatedAssertion(settings["federated_token_file"])
+        # Partitioned by the assertion itself: a token is reused only by a task holding the very
+        # assertion that earned it; when the issuer rotates the file, the next task signs in again.
+        cache.open_partition(credential_material(method, assertion()))
         app = make(msal.ConfidentialClientApplication, {"client_assertion": assertion})
         return FederatedCredential(method, app, scopes, authority, graph_url, cache, assertion=assertion)
     if method == "username_password":
+        # The user and the password: a wrong password never reaches the right password's refresh token.
+        cache.open_partition(credential_material(method, settings["username"].strip().lower(), settings["password"]))
         app = make(msal.PublicClientApplication)
         if not is_known_authority(authority_host):
             # MSAL asks {host}/common/userrealm/ before a password sign-in and drops the port from the host,
@@ -1076,6 +1244,9 @@ def build_credential(settings, method, session, verify, timeout, retry_policy, c
         if not hasattr(msal, "ManagedIdentityClient"):
             raise AuthError("auth_method=managed_identity needs msal 1.29 or later.", auth_method=method)
         mi_client_id = settings.get("managed_identity_client_id")
+        # No secret to key by: the partition is the identity and the endpoint that vouches for it.
+        endpoint = next((os.environ[v] for v in _MANAGED_IDENTITY_ENV if os.environ.get(v)), "imds")
+        cache.open_partition(credential_material(method, mi_client_id or "system-assigned", endpoint))
         identity = (
             msal.UserAssignedManagedIdentity(client_id=mi_client_id)
             if mi_client_id
