@@ -221,8 +221,12 @@ def build_error(
     auth_method=None,
     graph_url=None,
     content_type=None,
+    refreshed=False,
 ):
-    """A GraphError for a Graph answer ``status`` with ``body`` (parsed JSON, text or None)."""
+    """A GraphError for a Graph answer ``status`` with ``body`` (parsed JSON, text or None).
+
+    ``refreshed``: a 401 that came again after a new token was fetched for the same request.
+    """
     code, gmsg, inner = _parse_error_body(body)
     request_id = inner.get("request-id") or _ci_get(headers, "request-id")
     client_request_id = inner.get("client-request-id") or _ci_get(headers, "client-request-id")
@@ -246,6 +250,11 @@ def build_error(
     if status == 403:
         msg += permission_hint(method, url, claims)
     elif status == 401:
+        if refreshed:
+            msg += (
+                " Authentication failed: a new access token was fetched after the first refusal and Graph refused "
+                "it too, so the request was not sent again."
+            )
         msg += _unauthorized_hint(claims, auth_method, graph_url)
     elif status == 404 and not code:
         msg += " The URL does not exist: check graph_url."
@@ -280,6 +289,18 @@ def _unauthorized_hint(claims, auth_method, graph_url):
     return "".join(parts)
 
 
+def is_token_refusal(status, body, headers=None):
+    """True for Graph's answer to an invalid or expired access token (401 InvalidAuthenticationToken,
+    or a WWW-Authenticate challenge with ``error="invalid_token"``): a new token may be accepted."""
+    if status != 401:
+        return False
+    code, _msg, _inner = _parse_error_body(body)
+    if code == "InvalidAuthenticationToken":
+        return True
+    challenge = _ci_get(headers, "WWW-Authenticate") or ""
+    return "invalid_token" in str(challenge)
+
+
 def raise_for_item(resp):
     """Return a ``batch()`` item unchanged when it succeeded, else raise its GraphError."""
     status = int(resp.get("status") or 0)
@@ -303,6 +324,7 @@ def _raise_item(resp, claims=None, auth_method=None, graph_url=None):
         claims=claims,
         auth_method=auth_method,
         graph_url=graph_url,
+        refreshed=bool(resp.get("refreshed")),
     )
 
 
@@ -486,13 +508,15 @@ class GraphClient:
                 )
 
             status = resp.status_code
-            if status == 401 and not refreshed and self._token_from_cache and self._credential.can_refresh:
-                # A cached token can go stale (revoked, or a restarted sandbox with new keys): get a fresh one once.
+            if status == 401 and not refreshed and self._may_refresh(resp):
+                # The token expired or went stale (clock skew, revoked, a restarted sandbox with new keys), even
+                # one just issued: forget it, get a new one and send once more. A 401 means nothing was done.
                 refreshed = True
-                self._credential.invalidate(token)
-                self.log("entra.pim: %s %s answered 401 with a cached token; getting a new token." % (method, route))
+                self._refresh_token(token, "%s %s" % (method, route))
                 attempt -= 1
                 continue
+            if status == 401 and refreshed:
+                raise self._error(resp, method, url, attempt, refreshed=True)
             if status in RetryPolicy.RETRY_STATUSES:
                 if status == 504 and not idempotent:
                     # A gateway timeout on a write: the backend may have done it (notes §6.2, RoleAssignmentDoesNotExist quirk).
@@ -517,7 +541,24 @@ class GraphClient:
                 raise self._error(resp, method, url, attempt)
             return resp
 
-    def _error(self, resp, method, url, attempts, gave_up=False):
+    def _may_refresh(self, resp):
+        """A 401 worth one new token: Graph says the token is invalid or expired, or it came from the cache."""
+        if self._credential is None or not self._credential.can_refresh:
+            return False
+        if self._token_from_cache:
+            return True
+        try:
+            body = resp.json()
+        except ValueError:
+            body = None
+        return is_token_refusal(401, body, resp.headers)
+
+    def _refresh_token(self, token, what):
+        self._credential.invalidate(token)
+        self._token = None
+        self.log("entra.pim: %s answered 401 (the access token was refused); getting a new token." % what)
+
+    def _error(self, resp, method, url, attempts, gave_up=False, refreshed=False):
         content_type = (resp.headers.get("Content-Type") or "").split(";", 1)[0].strip() or None
         try:
             body = resp.json()
@@ -536,6 +577,7 @@ class GraphClient:
             auth_method=self.auth_method,
             graph_url=self.graph_url,
             content_type=content_type,
+            refreshed=refreshed,
         )
 
     def _json(self, resp, method, path):
@@ -636,10 +678,21 @@ class GraphClient:
 
         results = {}
         pending = items
+        refreshed = False
         for round_number in range(self.retry.max_retries + 1):
             for start in range(0, len(pending), BATCH_SIZE):
                 chunk = pending[start : start + BATCH_SIZE]
                 self._send_chunk(chunk, results)
+            refused = [i for i in pending if self._item_token_refused(results[i["id"]])]
+            if refused and not refreshed and self._credential is not None and self._credential.can_refresh:
+                # An item refused for its token was not carried out: get a new token once and send those again.
+                refreshed = True
+                self._refresh_token(self._token, "$batch: %d of %d items" % (len(refused), len(pending)))
+                for start in range(0, len(refused), BATCH_SIZE):
+                    self._send_chunk(refused[start : start + BATCH_SIZE], results)
+                for i in refused:
+                    if self._item_token_refused(results[i["id"]]):
+                        results[i["id"]]["refreshed"] = True
             retry_items = [
                 i
                 for i in pending
@@ -665,6 +718,10 @@ class GraphClient:
             )
             pending = retry_items
         return [results[i["id"]] for i in items]
+
+    @staticmethod
+    def _item_token_refused(result):
+        return is_token_refusal(int(result.get("status") or 0), result.get("body"), result.get("headers"))
 
     @staticmethod
     def _item_retryable(item, result):
