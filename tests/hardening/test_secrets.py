@@ -155,9 +155,10 @@ def secret_run(sandbox, tmp_path_factory):
     )
     cached_tokens = []
     if cache.exists():
-        data = json.loads(cache.read_text())
-        cached_tokens = [item["secret"] for item in data.get("AccessToken", {}).values()]
-        cached_tokens += [item["secret"] for item in data.get("RefreshToken", {}).values()]
+        # One MSAL cache per credential (partition), each under a keyed hash of that credential.
+        for part in json.loads(cache.read_text())["partitions"].values():
+            cached_tokens += [item["secret"] for item in part.get("AccessToken", {}).values()]
+            cached_tokens += [item["secret"] for item in part.get("RefreshToken", {}).values()]
     secrets = {
         "client_secret": client_secret,
         "certificate password": CERT_PASSWORD,
