@@ -171,6 +171,9 @@ options:
     description:
       - Whether to keep tokens and sign-in metadata on disk between tasks, so that the next task of a play needs
         no new token and no discovery request. The files are readable only by their owner (mode 0600).
+      - The cached tokens are partitioned by the credential (a keyed hash of the secret, the certificate, the user
+        and password, the federated assertion or the managed identity), so a task only ever reuses tokens that its
+        own credential earned.
       - Not used with V(access_token) or V(azure_cli), which have their own token.
       - If not set, the value of E(ENTRA_PIM_TOKEN_CACHE) is used.
     type: bool
@@ -180,7 +183,8 @@ options:
     description:
       - The token cache file on the host the module runs on. Sign-in metadata is kept in C(http_cache.json) in
         the same directory. Missing directories are created with mode 0700.
-      - The module refuses to use an existing file that other users can read or write, or that another user owns.
+      - The module refuses to use an existing file that other users can read or write, or that another user owns,
+        and a directory that other users can write to or that another user owns.
       - If not set, the value of E(ENTRA_PIM_TOKEN_CACHE_PATH) is used.
     type: path
     default: ~/.cache/entra.pim/token_cache.json
