@@ -691,10 +691,6 @@ class CacheFiles:
         write_private_file(self.path, json.dumps(data, sort_keys=True))
         self._key = key
 
-    def partition(self):
-        """The MSAL cache of this credential as a dict (tests and diagnostics); {} when there is none."""
-        return json.loads(self.token_cache.serialize()) if self._material is not None else {}
-
     def _decode_http(self, data):
         out = {}
         entries = data.get("entries", {})
