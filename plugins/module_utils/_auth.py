@@ -491,6 +491,14 @@ def _check_private_dir(directory):
         # Not a directory: nothing can be read there, and saving fails with a warning (see save()).
         return False
     mode = stat.S_IMODE(st.st_mode)
+    if mode & 0o022 and mode & stat.S_ISVTX:
+        # A shared directory by design (/tmp, /var/tmp): making it private would break everyone else.
+        raise AuthError(
+            "Refusing to use the token cache directory %s: its mode is %04o, a directory shared by every user, who "
+            "can plant files in it. Choose a token_cache_path in a private directory (mode 0700, such as the default "
+            "~/.cache/entra.pim/token_cache.json), or set token_cache=false." % (directory, mode),
+            token_cache_path=directory,
+        )
     if mode & 0o022:
         raise AuthError(
             "Refusing to use the token cache directory %s: its mode is %04o, so other users can write to it and "

@@ -265,7 +265,7 @@ def test_spent_partitions_of_other_credentials_are_dropped(base_settings, monkey
 # --------------------------------------------------------------------------- point 2: the directory
 
 
-@pytest.mark.parametrize("mode", [0o777, 0o770, 0o757, 0o1777, 0o720], ids=oct)
+@pytest.mark.parametrize("mode", [0o777, 0o770, 0o757, 0o720], ids=oct)
 def test_a_cache_directory_others_can_write_is_refused(base_settings, mode):
     settings = secret_settings(base_settings)
     directory = os.path.dirname(settings["token_cache_path"])
@@ -279,6 +279,20 @@ def test_a_cache_directory_others_can_write_is_refused(base_settings, mode):
     assert "its mode is %04o" % (mode & 0o7777) in msg and "chmod 700 %s" % directory in msg
     assert session.calls == []  # refused before any sign-in
     assert os.listdir(directory) == []  # and nothing written there
+
+
+def test_a_shared_sticky_directory_is_refused_without_advising_chmod(base_settings, tmp_path):
+    """A /tmp-like directory (1777) is shared by design: the fix is another path, not chmod."""
+    shared = tmp_path / "tmp-like"
+    shared.mkdir()
+    os.chmod(shared, 0o1777)
+    session = graph_ok(add_identity(FakeSession()))
+    with pytest.raises(AuthError) as info:
+        run(secret_settings(base_settings, token_cache_path=str(shared / "token_cache.json")), session)
+    msg = info.value.msg
+    assert "Refusing to use the token cache directory %s: its mode is 1777" % shared in msg
+    assert "Choose a token_cache_path in a private directory" in msg and "chmod" not in msg
+    assert session.calls == [] and os.listdir(shared) == []
 
 
 def test_a_cache_directory_of_another_user_is_refused(base_settings, monkeypatch):
