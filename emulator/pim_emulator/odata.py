@@ -34,6 +34,9 @@ from pim_emulator.errors import bad_request
 SANDBOX_ONLY_KEYS = ("password",)  # never returned by Graph routes
 KNOWN_OPTIONS = {"$filter", "$select", "$expand", "$top", "$skiptoken", "$count", "$orderby", "$format", "$skip"}
 MAX_TOP = 999
+# The deepest $expand path accepted: ``policy($expand=rules)`` is 2, the deepest the Graph pages
+# in the reference describe. A deeper one is refused before any work (README "OData", $expand).
+MAX_EXPAND_DEPTH = 2
 
 
 # --------------------------------------------------------------------------- $filter
@@ -460,8 +463,17 @@ def split_top(text: str, sep: str) -> list[str]:
 _EXPAND_ITEM = re.compile(r"^([A-Za-z_][A-Za-z0-9_./]*)\s*(?:\((.*)\))?$", re.S)
 
 
-def parse_expand(text: str) -> list[tuple[str, dict]]:
-    """``policy($expand=rules;$select=id),principal`` -> [("policy", {"$expand": "rules", "$select": "id"}), ...]."""
+def parse_expand(text: str, depth: int = 1) -> list[tuple[str, dict]]:
+    """``policy($expand=rules;$select=id),principal`` -> [("policy", {"$expand": "rules", "$select": "id"}), ...].
+
+    ``depth`` is the level of ``text`` (1 for the request's own ``$expand``). A nested
+    ``$expand`` is checked here, before any item is expanded, so that a path deeper than
+    ``MAX_EXPAND_DEPTH`` costs one scan of the text and answers 400.
+    """
+    if depth > MAX_EXPAND_DEPTH:
+        raise bad_request(
+            f"The request includes a $expand path which is too deep. The maximum depth allowed is {MAX_EXPAND_DEPTH}."
+        )
     out = []
     for part in split_top(text, ","):
         m = _EXPAND_ITEM.match(part)
@@ -476,6 +488,8 @@ def parse_expand(text: str) -> list[tuple[str, dict]]:
                 if not eq or key not in ("$select", "$expand", "$filter", "$top"):
                     raise bad_request(f"Parsing OData Select and Expand failed: invalid option '{opt}' in '{part}'.")
                 options[key] = value.strip()
+            if options.get("$expand"):
+                parse_expand(options["$expand"], depth + 1)
         out.append((name, options))
     return out
 
@@ -541,7 +555,8 @@ def _context_suffix(options: dict) -> str:
         parts.extend(parse_select(options["$select"]))
     if options.get("$expand"):
         for name, nested in parse_expand(options["$expand"]):
-            parts.append(f"{name}({_context_suffix(nested)[1:-1] if _context_suffix(nested) else ''})")
+            inner = _context_suffix(nested)  # once: calling it twice per level doubled the work at every level
+            parts.append(f"{name}({inner[1:-1]})")
     return "(" + ",".join(parts) + ")" if parts else ""
 
 
@@ -561,7 +576,7 @@ def _decode_token(token: str) -> int:
         if offset < 0:
             raise ValueError
         return offset
-    except (ValueError, KeyError, TypeError, binascii.Error, json.JSONDecodeError):
+    except (ValueError, KeyError, TypeError, RecursionError, binascii.Error, json.JSONDecodeError):
         raise bad_request("Invalid skip token.") from None
 
 
@@ -588,9 +603,12 @@ def _sort_key(value):
 
 
 def check_options(query: dict) -> None:
+    """Refuse unknown options, and a too deep or malformed ``$expand``, before any item is read."""
     for k in query:
         if k.startswith("$") and k not in KNOWN_OPTIONS:
             raise bad_request(f"Query option '{k}' is not supported.")
+    if query.get("$expand"):
+        parse_expand(query["$expand"])
 
 
 def collection_response(ctx, items, context_path, expanders=None, filterable=None, paged=True) -> dict:
