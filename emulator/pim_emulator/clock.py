@@ -67,6 +67,13 @@ def format_datetime(dt: datetime) -> str:
     return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def range_message() -> str:
+    return (
+        f"the sandbox clock must stay between {format_datetime(EARLIEST)} and {format_datetime(LATEST)}; "
+        "the clock was not moved"
+    )
+
+
 class Clock:
     def __init__(self, offset_seconds: float = 0.0):
         self._offset = timedelta(0)
@@ -90,10 +97,7 @@ class Clock:
         except OverflowError:
             when = None
         if when is None or not EARLIEST <= when <= LATEST:
-            raise ValueError(
-                "the sandbox clock must stay between "
-                f"{format_datetime(EARLIEST)} and {format_datetime(LATEST)}; the clock was not moved"
-            )
+            raise ValueError(range_message())
         return offset
 
     @property

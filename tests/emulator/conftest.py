@@ -141,7 +141,8 @@ class SandboxProcess:
         }.get(app, app)
 
     def control_headers(self) -> dict:
-        return {"X-PIM-Sandbox-Key": self.conn["control_key"]}
+        key = self.conn.get("control_key")
+        return {"X-PIM-Sandbox-Key": key} if key else {}
 
     def control_raw(self, method: str, path: str, json=None, headers=None, **kw) -> requests.Response:
         hdrs = {**self.control_headers(), **(headers or {})}
