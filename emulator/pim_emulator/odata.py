@@ -84,10 +84,31 @@ def _one_value_lists(tokens):
     return iter(out)
 
 
+# The deepest $filter expression accepted. Its evaluation recurses once per level, and a chain
+# of 3000 ``and`` terms (a 40 kB URL) is 3000 levels: it ended in RecursionError (a 500).
+MAX_FILTER_DEPTH = 100
+
+
+def _ast_depth(tree) -> int:
+    """Depth of an odata-query AST, without recursion (lists of nodes count as one level)."""
+    deepest, stack = 0, [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if deepest > MAX_FILTER_DEPTH:
+            break
+        for value in vars(node).values():
+            if isinstance(value, A._Node):
+                stack.append((value, depth + 1))
+            elif isinstance(value, list | tuple):
+                stack.extend((v, depth + 1) for v in value if isinstance(v, A._Node))
+    return deepest
+
+
 @lru_cache(maxsize=512)
 def parse_filter(text: str):
     try:
-        return ODataParser().parse(_one_value_lists(ODataLexer().tokenize(text)))
+        tree = ODataParser().parse(_one_value_lists(ODataLexer().tokenize(text)))
     except ODataException as e:
         token = getattr(e, "token", None)
         if getattr(e, "eof", False):
@@ -99,6 +120,12 @@ def parse_filter(text: str):
         raise bad_request(f"Invalid filter clause: {detail}.") from None
     except Exception as e:  # the lexer/parser may raise other errors on odd input
         raise bad_request(f"Invalid filter clause: {_short(e)}") from None
+    if _ast_depth(tree) > MAX_FILTER_DEPTH:
+        raise bad_request(
+            f"Invalid filter clause: the expression is nested deeper than {MAX_FILTER_DEPTH} levels "
+            "(each and/or adds one)."
+        )
+    return tree
 
 
 def _short(e: Exception) -> str:

@@ -62,6 +62,16 @@ def test_deep_nested_expand_answers_400_at_once(sandbox_factory, tmp_path):
     assert sb.stats()["server_errors"] == 0
 
 
+def test_long_filter_chain_is_400_not_500(fresh):
+    chain = " and ".join(["id eq 'x'"] * 1500)  # 1500 levels of and: past Python's recursion limit
+    resp = fresh.get("/users", params={"$filter": chain})
+    assert resp.status_code == 400, resp.text[:300]
+    assert _error(resp)["code"] == "BadRequest" and "nested deeper than 100" in _error(resp)["message"]
+    ok = fresh.get("/users", params={"$filter": " or ".join([f"id eq '{ALICE}'"] * 50)})
+    assert ok.status_code == 200 and [u["id"] for u in ok.json()["value"]] == [ALICE]
+    assert fresh.stats()["server_errors"] == 0
+
+
 # ----------------------------------------------------------------------------- 19: reads off the lock
 
 
