@@ -30,7 +30,7 @@ from urllib.parse import parse_qsl, urlsplit
 from pim_emulator import clock as clock_mod
 from pim_emulator.errors import GraphError
 from pim_emulator.files import secure_data_dir, tighten_files, write_private
-from pim_emulator.routing import ROUTER, RequestContext, Response, Route, split_path
+from pim_emulator.routing import ROUTER, Deferred, RequestContext, Response, Route, split_path
 from pim_emulator.store import Store
 from pim_emulator.tls import KeyMaterial
 
@@ -650,9 +650,12 @@ class Emulator:
                 ctx.tx = tx
                 result = route.handler(ctx)
         elif route.transaction:
+            ctx.defer_shaping = True
             with self.store.transaction() as tx:
                 ctx.tx = tx
                 result = route.handler(ctx)
+            ctx.defer_shaping = False
+            result = self._build_deferred(ctx, result)
         else:
             result = route.handler(ctx)
         if isinstance(result, Response):
@@ -663,6 +666,20 @@ class Emulator:
             resp = Response(200, result)
         # $batch: an item hit by a batch_item lost_response rule drops the whole batch's answer.
         return resp, lost or getattr(ctx, "batch_lost", False)
+
+    def _build_deferred(self, ctx, result):
+        """Build an answer a write handler deferred, on a snapshot taken after its commit: the
+        write is in it, and the store lock is not held while the answer is shaped."""
+        body = result.body if isinstance(result, Response) else result
+        if not isinstance(body, Deferred):
+            return result
+        with self.store.snapshot() as snap:
+            ctx.tx = snap
+            built = body.build()
+        if isinstance(result, Response):
+            result.body = built
+            return result
+        return built
 
     def check_caller(self, first_segment: str, headers) -> None:
         """Before anything else: the Host must be a loopback name (every route), and a control

@@ -75,71 +75,108 @@ def test_long_filter_chain_is_400_not_500(fresh):
 # ----------------------------------------------------------------------------- 19: reads off the lock
 
 
-def test_a_slow_read_does_not_hold_up_other_requests(tmp_path, monkeypatch):
-    """A read stuck while building its answer (an expander that waits) must not keep a write or
-    another read from the store: reads run on a snapshot, the lock is held only to take it."""
-    from pim_emulator import roles
-    from pim_emulator.server import CIHeaders, Emulator
+HELPDESK_ADMIN = "729827e3-9c14-49f7-bb1b-9608f156bbb8"
+CAROL = "10000000-0000-4000-8000-000000000006"
 
-    emu = Emulator(tmp_path / "data")
-    emu.base_url = "https://127.0.0.1:1"
-    entered, release = threading.Event(), threading.Event()
-    original = roles.ASSIGNMENT_EXPANDERS["principal"]
 
-    def waiting_principal(ctx, item, nested):
-        entered.set()
-        release.wait(30)
-        return original(ctx, item, nested)
+class InProcess:
+    """An Emulator without HTTP, whose roleAssignments ``principal`` expander waits for a signal:
+    a request stuck while building its answer, for as long as the test wants."""
 
-    monkeypatch.setitem(roles.ASSIGNMENT_EXPANDERS, "principal", waiting_principal)
-    with emu.store.transaction() as tx:
-        app = next(a for a in tx.list("applications") if a.get("primary"))
-        token = emu.identity.mint_app_token(app, tx)
-    headers = CIHeaders(
-        [
-            ("Host", "127.0.0.1:1"),
-            ("Authorization", "Bearer " + token),
-            (KEY_HEADER, getattr(emu, "control_key", "")),
-        ]
-    )
-    results: dict[str, object] = {}
+    def __init__(self, tmp_path, monkeypatch):
+        from pim_emulator import roles
+        from pim_emulator.server import CIHeaders, Emulator
 
-    def call(name, method, path, query=None, body=None):
+        self.emu = Emulator(tmp_path / "data")
+        self.emu.base_url = "https://127.0.0.1:1"
+        self.entered, self.release = threading.Event(), threading.Event()
+        original = roles.ASSIGNMENT_EXPANDERS["principal"]
+
+        def waiting_principal(ctx, item, nested):
+            self.entered.set()
+            self.release.wait(30)
+            return original(ctx, item, nested)
+
+        monkeypatch.setitem(roles.ASSIGNMENT_EXPANDERS, "principal", waiting_principal)
+        with self.emu.store.transaction() as tx:
+            app = next(a for a in tx.list("applications") if a.get("primary"))
+            token = self.emu.identity.mint_app_token(app, tx)
+        self.headers = CIHeaders(
+            [
+                ("Host", "127.0.0.1:1"),
+                ("Authorization", "Bearer " + token),
+                (KEY_HEADER, getattr(self.emu, "control_key", "")),
+            ]
+        )
+        self.results: dict[str, object] = {}
+
+    def call(self, name, method, path, query=None, body=None):
         raw = json.dumps(body).encode() if body is not None else None
-        results[name] = emu.run_safely(method, path, query or {}, raw, headers, name, name)[0]
+        self.results[name] = self.emu.run_safely(method, path, query or {}, raw, self.headers, name, name)[0]
 
-    slow = threading.Thread(
-        target=call, args=("slow", "GET", "/v1.0" + ROLE_ASSIGNMENTS, {"$expand": "principal"}), daemon=True
-    )
-    others = [
-        threading.Thread(
-            target=call,
-            args=("write", "POST", "/_emulator/objects"),
-            kwargs={"body": {"type": "user", "displayName": "Quick", "userPrincipalName": "quick@contoso.example"}},
-            daemon=True,
-        ),
-        threading.Thread(target=call, args=("read", "GET", f"/v1.0/users/{ALICE}"), daemon=True),
-    ]
-    slow.start()
-    try:
-        assert entered.wait(30), "the slow read never reached its expander"
-        for t in others:
-            t.start()
-        for t in others:
-            t.join(10)
-        blocked = [t for t in others if t.is_alive()]
-        assert not blocked, "a request waited for the store while another one built its answer"
-        assert results["write"].status == 201 and results["read"].status == 200
-    finally:
-        release.set()
-        slow.join(30)
-        for t in others:
-            t.join(30)
-    assert results["slow"].status == 200
-    # the snapshot was taken before the write: the slow answer is consistent, and the write landed
-    with emu.store.transaction() as tx:
+    def thread(self, *args, **kwargs) -> threading.Thread:
+        return threading.Thread(target=self.call, args=args, kwargs=kwargs, daemon=True)
+
+    def others_finish_while_stuck(self, stuck: threading.Thread) -> None:
+        """Start ``stuck``; once it waits in the expander, a write and a read must both finish."""
+        others = [
+            self.thread(
+                "write",
+                "POST",
+                "/_emulator/objects",
+                body={"type": "user", "displayName": "Quick", "userPrincipalName": "quick@contoso.example"},
+            ),
+            self.thread("read", "GET", f"/v1.0/users/{ALICE}"),
+        ]
+        stuck.start()
+        try:
+            assert self.entered.wait(30), "the slow request never reached its expander"
+            for t in others:
+                t.start()
+            for t in others:
+                t.join(10)
+            blocked = [t for t in others if t.is_alive()]
+            assert not blocked, "a request waited for the store while another one built its answer"
+            assert self.results["write"].status == 201 and self.results["read"].status == 200
+        finally:
+            self.release.set()
+            stuck.join(30)
+            for t in others:
+                t.join(30)
+
+
+def test_a_slow_read_does_not_hold_up_other_requests(tmp_path, monkeypatch):
+    """A read stuck while building its answer must not keep a write or another read from the
+    store: reads run on a snapshot, the lock is held only to take it."""
+    box = InProcess(tmp_path, monkeypatch)
+    box.others_finish_while_stuck(box.thread("slow", "GET", "/v1.0" + ROLE_ASSIGNMENTS, {"$expand": "principal"}))
+    assert box.results["slow"].status == 200
+    with box.emu.store.transaction() as tx:
         assert any(u.get("userPrincipalName") == "quick@contoso.example" for u in tx.list("users"))
-    emu.store.close()
+    box.emu.store.close()
+
+
+def test_a_write_builds_its_answer_after_the_commit(tmp_path, monkeypatch):
+    """A write's answer ($expand included) is shaped after its commit, on a snapshot: it holds
+    no lock meanwhile, and it shows the write."""
+    box = InProcess(tmp_path, monkeypatch)
+    body = {"principalId": CAROL, "roleDefinitionId": HELPDESK_ADMIN, "directoryScopeId": "/"}
+    box.others_finish_while_stuck(
+        box.thread("slow", "POST", "/v1.0" + ROLE_ASSIGNMENTS, {"$expand": "principal"}, body=body)
+    )
+    created = box.results["slow"]
+    assert created.status == 201 and created.body["principal"]["id"] == CAROL
+    box.emu.store.close()
+
+
+def test_a_write_with_bad_query_options_writes_nothing(fresh):
+    body = {"principalId": CAROL, "roleDefinitionId": HELPDESK_ADMIN, "directoryScopeId": "/"}
+    for params in ({"$select": "noSuchProperty"}, {"$expand": "noSuchNavigation"}, {"$expand": "principal($bogus=1)"}):
+        resp = fresh.post(ROLE_ASSIGNMENTS, json=body, params=params)
+        assert resp.status_code == 400, (params, resp.text)
+    listed = fresh.get(ROLE_ASSIGNMENTS, params={"$filter": f"principalId eq '{CAROL}'"}).json()["value"]
+    assert listed == []
+    assert fresh.post(ROLE_ASSIGNMENTS, json=body, params={"$select": "id,principalId"}).status_code == 201
 
 
 def test_snapshot_is_isolated_from_later_writes(tmp_path):
