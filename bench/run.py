@@ -92,7 +92,12 @@ class Sandbox:
 
     def control(self, method, path, **kwargs):
         resp = self.session.request(
-            method, self.conn["control_url"] + path, verify=self.conn["ca_bundle"], timeout=600, **kwargs
+            method,
+            self.conn["control_url"] + path,
+            headers={"X-PIM-Sandbox-Key": self.conn["control_key"]},
+            verify=self.conn["ca_bundle"],
+            timeout=600,
+            **kwargs,
         )
         resp.raise_for_status()
         return resp.json() if resp.content else None

@@ -53,6 +53,8 @@ def session(conn) -> requests.Session:
     s = requests.Session()
     s.trust_env = False  # REQUESTS_CA_BUNDLE would override verify
     s.verify = conn["ca_bundle"]
+    # The control calls (/objects, /reset, /seed) need the key; Graph ignores the header.
+    s.headers["X-PIM-Sandbox-Key"] = conn["control_key"]
     return s
 
 

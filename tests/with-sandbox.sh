@@ -3,6 +3,8 @@
 # stopped by its PID when the command ends, whatever its exit status.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
+old_umask=$(umask)
+umask 077  # the sandbox's directory and its log hold secrets: ours only
 py="$here/.venv/bin/python"
 data=$(mktemp -d "${TMPDIR:-/tmp}/pim-sandbox.XXXXXX")
 log="$data/sandbox.log"
@@ -26,6 +28,7 @@ done
 
 eval "$("$py" -m pim_emulator env --data-dir "$data")"
 export ENTRA_PIM_SANDBOX_DIR="$data"
+umask "$old_umask"
 # Keep the token cache inside the sandbox's directory, not in the user's home.
 export ENTRA_PIM_TOKEN_CACHE_PATH="$data/token_cache.json"
 "$@"

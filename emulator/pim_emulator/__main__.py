@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
 from pathlib import Path
 
 
 def _serve(args) -> int:
+    from pim_emulator.files import DataDirError
     from pim_emulator.server import Emulator, serve
 
     settings = {
@@ -20,7 +22,14 @@ def _serve(args) -> int:
         "app_only_policy_patch": args.app_only_policy_patch,
         "replication_lag_seconds": args.replication_lag_seconds,
     }
-    emu = Emulator(args.data_dir, settings=settings, seed_path=args.seed, verbose=args.verbose)
+    # This process writes secrets only: whatever the caller's umask, nothing it creates is
+    # readable by others (files.py also sets the modes explicitly).
+    os.umask(0o077)
+    try:
+        emu = Emulator(args.data_dir, settings=settings, seed_path=args.seed, verbose=args.verbose)
+    except DataDirError as e:
+        print(f"cannot use the data directory: {e}", file=sys.stderr)
+        return 2
     if args.faults:
         try:
             rules = json.loads(Path(args.faults).read_text(encoding="utf-8"))
@@ -41,6 +50,7 @@ ENV_NAMES = [
     ("AZURE_AUTHORITY_HOST", "authority_host"),
     ("ENTRA_PIM_GRAPH_URL", "graph_url"),
     ("ENTRA_PIM_CA_BUNDLE", "ca_bundle"),
+    ("ENTRA_PIM_SANDBOX_KEY", "control_key"),  # header X-PIM-Sandbox-Key of control calls
 ]
 
 

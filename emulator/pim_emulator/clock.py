@@ -4,6 +4,11 @@
 given instant. Either way the clock keeps ticking in real time from there (it is never
 frozen). The offset is kept in the store's meta (key ``clock_offset_seconds``) so it
 survives a restart; a reset of the sandbox puts the clock back to real time.
+
+The clock stays between ``EARLIEST`` and ``LATEST``: a move beyond them is refused
+(ValueError) and leaves the clock where it was. Beyond, dates stop being representable (Python's
+datetime and Graph's DateTimeOffset end at year 9999), and the PIM routes add durations of up
+to years to "now", so the upper bound keeps a thousand years of room (README, control API).
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ _DURATION = re.compile(
 )
 
 META_KEY = "clock_offset_seconds"
+EARLIEST = datetime(1970, 1, 1, tzinfo=timezone.utc)
+LATEST = datetime(9000, 1, 1, tzinfo=timezone.utc)
 
 
 def parse_duration(text: str) -> timedelta:
@@ -29,7 +36,10 @@ def parse_duration(text: str) -> timedelta:
     if not m or text.strip().upper() in ("P", "PT", "-P", "-PT") or text.strip().upper().endswith("T"):
         raise ValueError(f"invalid ISO 8601 duration: {text!r}")
     parts = {k: float(v) for k, v in m.groupdict().items() if k != "sign" and v is not None}
-    delta = timedelta(**parts)
+    try:
+        delta = timedelta(**parts)
+    except OverflowError:
+        raise ValueError(f"duration {text!r} is too large") from None
     return -delta if m.group("sign") else delta
 
 
@@ -57,10 +67,38 @@ def format_datetime(dt: datetime) -> str:
     return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def range_message() -> str:
+    return (
+        f"the sandbox clock must stay between {format_datetime(EARLIEST)} and {format_datetime(LATEST)}; "
+        "the clock was not moved"
+    )
+
+
 class Clock:
     def __init__(self, offset_seconds: float = 0.0):
-        self._offset = timedelta(seconds=offset_seconds)
+        self._offset = timedelta(0)
         self._lock = threading.Lock()
+        if offset_seconds:
+            self._offset = self._checked(timedelta(seconds=offset_seconds))
+
+    @classmethod
+    def restored(cls, offset_seconds) -> Clock:
+        """The clock from a persisted offset; real time if that offset is unusable."""
+        try:
+            return cls(float(offset_seconds or 0.0))
+        except (TypeError, ValueError, OverflowError):
+            return cls()
+
+    @staticmethod
+    def _checked(offset: timedelta) -> timedelta:
+        """``offset`` if real time plus it lies in [EARLIEST, LATEST]; else ValueError."""
+        try:
+            when = datetime.now(timezone.utc) + offset
+        except OverflowError:
+            when = None
+        if when is None or not EARLIEST <= when <= LATEST:
+            raise ValueError(range_message())
+        return offset
 
     @property
     def offset_seconds(self) -> float:
@@ -71,12 +109,16 @@ class Clock:
 
     def advance(self, delta: timedelta) -> datetime:
         with self._lock:
-            self._offset += delta
+            try:
+                offset = self._offset + delta
+            except OverflowError:
+                offset = timedelta.max
+            self._offset = self._checked(offset)
             return self.now()
 
     def set(self, when: datetime) -> datetime:
         with self._lock:
-            self._offset = when - datetime.now(timezone.utc)
+            self._offset = self._checked(when - datetime.now(timezone.utc))
             return self.now()
 
     def reset(self) -> None:

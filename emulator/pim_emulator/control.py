@@ -62,7 +62,13 @@ def set_clock(ctx):
         raise _bad('Give exactly one of {"advance": "PT1H"}, {"set": "2030-01-01T00:00:00Z"} or {"reset": true}.')
     try:
         if "advance" in body:
-            emu.clock.advance(clock_mod.parse_duration(body["advance"]))
+            try:
+                delta = clock_mod.parse_duration(body["advance"])
+            except ValueError as e:
+                if "too large" in str(e):  # beyond what a duration can hold: beyond the clock's range too
+                    raise ValueError(f"{e}: {clock_mod.range_message()}") from None
+                raise
+            emu.clock.advance(delta)
         elif "set" in body:
             emu.clock.set(clock_mod.parse_datetime(body["set"]))
         else:

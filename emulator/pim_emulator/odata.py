@@ -34,6 +34,9 @@ from pim_emulator.errors import bad_request
 SANDBOX_ONLY_KEYS = ("password",)  # never returned by Graph routes
 KNOWN_OPTIONS = {"$filter", "$select", "$expand", "$top", "$skiptoken", "$count", "$orderby", "$format", "$skip"}
 MAX_TOP = 999
+# The deepest $expand path accepted: ``policy($expand=rules)`` is 2, the deepest the Graph pages
+# in the reference describe. A deeper one is refused before any work (README "OData", $expand).
+MAX_EXPAND_DEPTH = 2
 
 
 # --------------------------------------------------------------------------- $filter
@@ -81,10 +84,31 @@ def _one_value_lists(tokens):
     return iter(out)
 
 
+# The deepest $filter expression accepted. Its evaluation recurses once per level, and a chain
+# of 3000 ``and`` terms (a 40 kB URL) is 3000 levels: it ended in RecursionError (a 500).
+MAX_FILTER_DEPTH = 100
+
+
+def _ast_depth(tree) -> int:
+    """Depth of an odata-query AST, without recursion (lists of nodes count as one level)."""
+    deepest, stack = 0, [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if deepest > MAX_FILTER_DEPTH:
+            break
+        for value in vars(node).values():
+            if isinstance(value, A._Node):
+                stack.append((value, depth + 1))
+            elif isinstance(value, list | tuple):
+                stack.extend((v, depth + 1) for v in value if isinstance(v, A._Node))
+    return deepest
+
+
 @lru_cache(maxsize=512)
 def parse_filter(text: str):
     try:
-        return ODataParser().parse(_one_value_lists(ODataLexer().tokenize(text)))
+        tree = ODataParser().parse(_one_value_lists(ODataLexer().tokenize(text)))
     except ODataException as e:
         token = getattr(e, "token", None)
         if getattr(e, "eof", False):
@@ -96,6 +120,12 @@ def parse_filter(text: str):
         raise bad_request(f"Invalid filter clause: {detail}.") from None
     except Exception as e:  # the lexer/parser may raise other errors on odd input
         raise bad_request(f"Invalid filter clause: {_short(e)}") from None
+    if _ast_depth(tree) > MAX_FILTER_DEPTH:
+        raise bad_request(
+            f"Invalid filter clause: the expression is nested deeper than {MAX_FILTER_DEPTH} levels "
+            "(each and/or adds one)."
+        )
+    return tree
 
 
 def _short(e: Exception) -> str:
@@ -460,8 +490,17 @@ def split_top(text: str, sep: str) -> list[str]:
 _EXPAND_ITEM = re.compile(r"^([A-Za-z_][A-Za-z0-9_./]*)\s*(?:\((.*)\))?$", re.S)
 
 
-def parse_expand(text: str) -> list[tuple[str, dict]]:
-    """``policy($expand=rules;$select=id),principal`` -> [("policy", {"$expand": "rules", "$select": "id"}), ...]."""
+def parse_expand(text: str, depth: int = 1) -> list[tuple[str, dict]]:
+    """``policy($expand=rules;$select=id),principal`` -> [("policy", {"$expand": "rules", "$select": "id"}), ...].
+
+    ``depth`` is the level of ``text`` (1 for the request's own ``$expand``). A nested
+    ``$expand`` is checked here, before any item is expanded, so that a path deeper than
+    ``MAX_EXPAND_DEPTH`` costs one scan of the text and answers 400.
+    """
+    if depth > MAX_EXPAND_DEPTH:
+        raise bad_request(
+            f"The request includes a $expand path which is too deep. The maximum depth allowed is {MAX_EXPAND_DEPTH}."
+        )
     out = []
     for part in split_top(text, ","):
         m = _EXPAND_ITEM.match(part)
@@ -476,6 +515,8 @@ def parse_expand(text: str) -> list[tuple[str, dict]]:
                 if not eq or key not in ("$select", "$expand", "$filter", "$top"):
                     raise bad_request(f"Parsing OData Select and Expand failed: invalid option '{opt}' in '{part}'.")
                 options[key] = value.strip()
+            if options.get("$expand"):
+                parse_expand(options["$expand"], depth + 1)
         out.append((name, options))
     return out
 
@@ -541,7 +582,8 @@ def _context_suffix(options: dict) -> str:
         parts.extend(parse_select(options["$select"]))
     if options.get("$expand"):
         for name, nested in parse_expand(options["$expand"]):
-            parts.append(f"{name}({_context_suffix(nested)[1:-1] if _context_suffix(nested) else ''})")
+            inner = _context_suffix(nested)  # once: calling it twice per level doubled the work at every level
+            parts.append(f"{name}({inner[1:-1]})")
     return "(" + ",".join(parts) + ")" if parts else ""
 
 
@@ -561,7 +603,7 @@ def _decode_token(token: str) -> int:
         if offset < 0:
             raise ValueError
         return offset
-    except (ValueError, KeyError, TypeError, binascii.Error, json.JSONDecodeError):
+    except (ValueError, KeyError, TypeError, RecursionError, binascii.Error, json.JSONDecodeError):
         raise bad_request("Invalid skip token.") from None
 
 
@@ -588,9 +630,12 @@ def _sort_key(value):
 
 
 def check_options(query: dict) -> None:
+    """Refuse unknown options, and a too deep or malformed ``$expand``, before any item is read."""
     for k in query:
         if k.startswith("$") and k not in KNOWN_OPTIONS:
             raise bad_request(f"Query option '{k}' is not supported.")
+    if query.get("$expand"):
+        parse_expand(query["$expand"])
 
 
 def collection_response(ctx, items, context_path, expanders=None, filterable=None, paged=True) -> dict:

@@ -36,6 +36,18 @@ class Response:
     headers: dict | None = None
 
 
+def _expand_nothing(ctx, item, nested):
+    return None
+
+
+class Deferred:
+    """An answer to build after the write transaction commits, on a snapshot (see
+    ``RequestContext.defer_shaping``). Handlers return it as is (or as a Response body)."""
+
+    def __init__(self, build):
+        self.build = build
+
+
 @dataclass
 class Route:
     method: str
@@ -230,6 +242,10 @@ class RequestContext:
         self.route = route
         self.in_batch = in_batch
         self.raw_query = raw_query
+        # Set by the server for write routes: entity()/collection() then return a Deferred, which
+        # the server builds after the commit on a store snapshot, so that shaping ($expand,
+        # $select) never runs under the store lock. The item itself is taken as it is now.
+        self.defer_shaping = False
 
     def now(self):
         """Emulator clock: aware UTC datetime."""
@@ -257,14 +273,25 @@ class RequestContext:
         """
         from pim_emulator import odata
 
-        return odata.collection_response(
-            self, items, context_path, expanders=expanders, filterable=filterable, paged=paged
-        )
+        def build():
+            if isinstance(items, odata.Source):
+                items.tx = self.tx  # the snapshot the Deferred is built on
+            return odata.collection_response(
+                self, items, context_path, expanders=expanders, filterable=filterable, paged=paged
+            )
+
+        return Deferred(build) if self.defer_shaping else build()
 
     def entity(self, item, context_path, expanders=None) -> dict:
         """One entity with $select/$expand applied and ``@odata.context = ...#{context_path}/$entity``."""
         from pim_emulator import odata
 
+        if self.defer_shaping:
+            # Refuse bad options now, inside the transaction, so that a refused request writes
+            # nothing: the same shaping with navigations that expand to nothing (cheap).
+            dry = {name: _expand_nothing for name in expanders or {}}
+            odata.entity_response(self, item, context_path, expanders=dry)
+            return Deferred(lambda: odata.entity_response(self, item, context_path, expanders=expanders))
         return odata.entity_response(self, item, context_path, expanders=expanders)
 
     def shape(self, item, options: dict, expanders=None) -> dict:

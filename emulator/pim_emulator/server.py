@@ -7,12 +7,14 @@ with ``Content-Length``. Every request's handler runs inside one store transacti
 
 from __future__ import annotations
 
+import hmac
 import inspect
 import json
 import math
 import os
 import random
 import re
+import secrets
 import socket
 import struct
 import sys
@@ -27,7 +29,8 @@ from urllib.parse import parse_qsl, urlsplit
 
 from pim_emulator import clock as clock_mod
 from pim_emulator.errors import GraphError
-from pim_emulator.routing import ROUTER, RequestContext, Response, Route, split_path
+from pim_emulator.files import secure_data_dir, tighten_files, write_private
+from pim_emulator.routing import ROUTER, Deferred, RequestContext, Response, Route, split_path
 from pim_emulator.store import Store
 from pim_emulator.tls import KeyMaterial
 
@@ -36,7 +39,16 @@ GRAPH_CONTENT_TYPE = (
 )
 JSON_CONTENT_TYPE = "application/json; charset=utf-8"
 BODY_METHODS = {"POST", "PATCH", "PUT"}
+READ_METHODS = frozenset({"GET", "HEAD"})  # routes that never write: served from a store snapshot
 MAX_BODY = 8 * 1024 * 1024
+# The deepest JSON body accepted (objects and arrays). Graph's bodies are a few levels deep;
+# a seed fixture about 6; a $batch adds 3. Deeper is 400 before the body reaches any handler.
+MAX_JSON_DEPTH = 64
+CONTROL_KEY_HEADER = "X-PIM-Sandbox-Key"
+# Host names the sandbox answers to (README "Control API"): loopback only, so that a web page
+# whose name was rebound to 127.0.0.1 cannot reach it from a browser (DNS rebinding).
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "[::1]"})
+_HOST_PORT = re.compile(r"^(\[[^\]]*\]|[^:\[\]]*)(?::(\d{1,5}))?$")
 
 DEFAULT_SETTINGS = {
     "page_size": 100,
@@ -69,6 +81,58 @@ class CloseConnection(Exception):
 
 def _graph_date() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+_BAD_JSON = (
+    "Unable to read JSON request payload. Please ensure Content-Type header is set and payload is of valid JSON format."
+)
+
+
+def json_depth(value) -> int:
+    """Nesting depth of a decoded JSON value (a scalar is 0), without recursion."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            children = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        if depth > deepest:
+            deepest = depth
+            if deepest > MAX_JSON_DEPTH:
+                return deepest
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return deepest
+
+
+def parse_json_body(raw: bytes):
+    """A request body -> its JSON value; 400 BadRequest for anything unreadable or nested
+    deeper than ``MAX_JSON_DEPTH`` (which would otherwise end in a RecursionError somewhere)."""
+    try:
+        body = json.loads(raw.decode("utf-8"))
+    except RecursionError:  # nested deeper than the interpreter's stack: surely too deep
+        body, too_deep = None, True
+    except (UnicodeDecodeError, ValueError):
+        raise GraphError(400, "BadRequest", _BAD_JSON) from None
+    else:
+        too_deep = json_depth(body) > MAX_JSON_DEPTH
+    if too_deep:
+        raise GraphError(
+            400,
+            "BadRequest",
+            f"Unable to read JSON request payload. The payload is nested deeper than {MAX_JSON_DEPTH} levels.",
+        )
+    return body
+
+
+def is_loopback_host(host: str | None) -> bool:
+    """Whether a ``Host`` header names this machine's loopback (127.0.0.1, localhost or [::1],
+    with or without a port)."""
+    m = _HOST_PORT.match((host or "").strip())
+    return bool(m) and m.group(1).lower() in LOOPBACK_HOSTS
 
 
 class CIHeaders(dict):
@@ -271,7 +335,9 @@ class Stats:
 class Emulator:
     def __init__(self, data_dir, settings: dict | None = None, seed_path=None, host: str = "127.0.0.1", verbose=False):
         self.data_dir = Path(data_dir)
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        secure_data_dir(self.data_dir)
+        # A new key at every start: whoever can read connection.json (0600) may drive the control API.
+        self.control_key = secrets.token_urlsafe(32)
         self.host = host
         self.verbose = verbose
         self.startup_settings = {**DEFAULT_SETTINGS, **(settings or {})}
@@ -287,6 +353,7 @@ class Emulator:
                 raise SystemExit(f"seed file {seed_path} must hold a JSON object")
         self.keys = KeyMaterial(self.data_dir)
         self.store = Store(self.data_dir / "state.sqlite3")
+        tighten_files(self.data_dir)  # SQLite's -wal/-shm, created with the database's mode
         self.clock = clock_mod.Clock()
         self.faults = Faults(int(self.settings.get("fault_seed") or 0))
         self.throttle = Throttle()
@@ -296,6 +363,7 @@ class Emulator:
         self.inflight = 0
         self.inflight_lock = threading.Lock()
         self.stopping = False
+        self.stop_requested = threading.Event()
         _import_handlers()
         from pim_emulator.identity import Identity
 
@@ -304,7 +372,7 @@ class Emulator:
             if not tx.meta_get("seeded"):
                 self.load_seed(tx, self.seed_override)
             self.tenant_id = tx.meta_get("tenant_id") or ""
-            self.clock = clock_mod.Clock(float(tx.meta_get(clock_mod.META_KEY, 0.0) or 0.0))
+            self.clock = clock_mod.Clock.restored(tx.meta_get(clock_mod.META_KEY, 0.0))
 
     # -- seed ------------------------------------------------------------------
     def load_seed(self, tx, seed: dict | None) -> None:
@@ -375,6 +443,7 @@ class Emulator:
             "graph_url": self.base_url,
             "ca_bundle": str(self.keys.ca_path),
             "control_url": f"{self.base_url}/_emulator",
+            "control_key": self.control_key,
             "port": port,
             "pid": os.getpid(),
             "readonly_client_id": readonly.get("appId"),
@@ -465,6 +534,8 @@ class Emulator:
         parts = split_path(raw_path)
         path = "/" + "/".join(parts)
         first = parts[0].lower() if parts else ""
+        if not in_batch:
+            self.check_caller(first, headers)
         is_graph = first == "v1.0"
         route, params, allowed = ROUTER.resolve(method, parts)
         key = route.key if route else f"{method} (unmatched)"
@@ -498,7 +569,8 @@ class Emulator:
                 else:
                     raise self.fault_response(rule)
             if not in_batch and self.settings.get("latency_ms"):
-                time.sleep(self.settings["latency_ms"] / 1000.0)
+                # cut short on SIGTERM, so that a request in flight still finishes in the grace time
+                self.stop_requested.wait(self.settings["latency_ms"] / 1000.0)
 
         if route is None:
             if allowed:
@@ -543,15 +615,8 @@ class Emulator:
             if raw_body and method in BODY_METHODS | {"DELETE"} and not form:
                 # Form posts (the token endpoint) read raw_body. Anything else is JSON whatever its
                 # Content-Type says: a body silently dropped (a control call sent as text/plain
-                # turning into a default token) is worse than a 400.
-                try:
-                    body = json.loads(raw_body.decode("utf-8"))
-                except (UnicodeDecodeError, ValueError):
-                    raise GraphError(
-                        400,
-                        "BadRequest",
-                        "Unable to read JSON request payload. Please ensure Content-Type header is set and payload is of valid JSON format.",
-                    ) from None
+                # turning into a default token) is worse than a 400. $batch items come from here too.
+                body = parse_json_body(raw_body)
         if is_graph and method in ("POST", "PATCH", "PUT") and body_given and not isinstance(body, dict | list):
             raise GraphError(
                 400, "BadRequest", "Unable to read JSON request payload. The payload must be a JSON object."
@@ -578,10 +643,19 @@ class Emulator:
         )
         ctx.emulator = self
         ctx.raw_body = raw_body
-        if route.transaction:
+        if route.transaction and method in READ_METHODS:
+            # A read builds its answer on a snapshot: the store lock is held only to take it, so a
+            # slow or large answer never holds up other requests (store.py "Snapshots").
+            with self.store.snapshot() as tx:
+                ctx.tx = tx
+                result = route.handler(ctx)
+        elif route.transaction:
+            ctx.defer_shaping = True
             with self.store.transaction() as tx:
                 ctx.tx = tx
                 result = route.handler(ctx)
+            ctx.defer_shaping = False
+            result = self._build_deferred(ctx, result)
         else:
             result = route.handler(ctx)
         if isinstance(result, Response):
@@ -592,6 +666,49 @@ class Emulator:
             resp = Response(200, result)
         # $batch: an item hit by a batch_item lost_response rule drops the whole batch's answer.
         return resp, lost or getattr(ctx, "batch_lost", False)
+
+    def _build_deferred(self, ctx, result):
+        """Build an answer a write handler deferred, on a snapshot taken after its commit: the
+        write is in it, and the store lock is not held while the answer is shaped."""
+        body = result.body if isinstance(result, Response) else result
+        if not isinstance(body, Deferred):
+            return result
+        with self.store.snapshot() as snap:
+            ctx.tx = snap
+            built = body.build()
+        if isinstance(result, Response):
+            result.body = built
+            return result
+        return built
+
+    def check_caller(self, first_segment: str, headers) -> None:
+        """Before anything else: the Host must be a loopback name (every route), and a control
+        call (``/_emulator/...``) must carry the control key. Both answer in Graph's envelope."""
+        host = headers.get("Host")
+        if not is_loopback_host(host):
+            raise GraphError(
+                421,
+                "MisdirectedRequest",
+                "The sandbox answers only requests addressed to 127.0.0.1, localhost or [::1] "
+                f"(Host header: {str(host)[:100]!r}).",
+            )
+        if first_segment != "_emulator":
+            return
+        given = headers.get(CONTROL_KEY_HEADER)
+        if not given:
+            raise GraphError(
+                401,
+                "Unauthorized",
+                f"The sandbox control API needs the header {CONTROL_KEY_HEADER} with the control_key "
+                "from connection.json (python -m pim_emulator env exports it as ENTRA_PIM_SANDBOX_KEY).",
+            )
+        if not hmac.compare_digest(given.encode("utf-8", "replace"), self.control_key.encode("utf-8")):
+            raise GraphError(
+                403,
+                "Forbidden",
+                f"The {CONTROL_KEY_HEADER} header does not hold this sandbox's control_key "
+                "(connection.json; it changes at every start).",
+            )
 
     def run_safely(self, method, raw_path, query, raw_body, headers, request_id, client_request_id, **kw):
         """dispatch() with every error turned into an envelope. -> (Response, lost)."""
@@ -830,19 +947,18 @@ def make_server(emu: Emulator, port: int) -> SandboxHTTPServer:
 
 def write_connection_file(emu: Emulator, port: int) -> Path:
     path = emu.data_dir / "connection.json"
-    tmp = emu.data_dir / f".connection.json.{os.getpid()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(emu.connection_info(port), fh, indent=2)
-        fh.write("\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    write_private(path, (json.dumps(emu.connection_info(port), indent=2) + "\n").encode("utf-8"))
     return path
 
 
+# SIGTERM to exit: in-flight requests get this long to finish, then the process exits anyway
+# (handler threads are daemons; a request cut there was never acknowledged, and SQLite rolls
+# back its open transaction). The whole stop stays well under 2 s.
+STOP_GRACE_SECONDS = 1.0
+
+
 def serve(emu: Emulator, port: int) -> int:
-    """Run until SIGTERM/SIGINT; then finish in-flight requests, close the store. -> exit code."""
+    """Run until SIGTERM/SIGINT; then finish in-flight requests (briefly), close the store. -> exit code."""
     import signal
 
     server = make_server(emu, port)
@@ -860,25 +976,28 @@ def serve(emu: Emulator, port: int) -> int:
     except FileNotFoundError:
         pass
     thread = threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="sandbox-accept", daemon=True
+        target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="sandbox-accept", daemon=True
     )
     thread.start()
     write_connection_file(emu, real_port)
     sys.stderr.write(f"[pim-sandbox] listening on {emu.base_url} (tenant {emu.tenant_id}, data {emu.data_dir})\n")
     sys.stderr.flush()
-    while not stop.wait(0.5):
+    while not stop.wait(0.1):
         pass
     sys.stderr.write("[pim-sandbox] stopping\n")
+    emu.stop_requested.set()
     emu.stopping = True
     server.shutdown()
     server.server_close()
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + STOP_GRACE_SECONDS
     while time.monotonic() < deadline:
         with emu.inflight_lock:
             if emu.inflight == 0:
                 break
         time.sleep(0.02)
-    emu.store.close()
+    else:
+        sys.stderr.write(f"[pim-sandbox] {emu.inflight} request(s) still running; they are cut\n")
+    emu.store.close(timeout=0.3)
     try:
         conn_path.unlink()
     except FileNotFoundError:

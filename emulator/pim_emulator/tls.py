@@ -1,6 +1,6 @@
 """Key material generated on first start into the data directory and reused afterwards.
 
-Files (private keys are mode 0600):
+Files (all mode 0600, like everything in the data directory: files.py):
 
 * ``ca.pem`` / ``ca-key.pem``: the sandbox's own certificate authority (point clients at
   ``ca.pem``; it is ``ca_bundle`` in connection.json).
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import os
 from pathlib import Path
 
 from cryptography import x509
@@ -24,17 +23,16 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from pim_emulator.files import write_private
+
 
 def _now():
     return dt.datetime.now(dt.timezone.utc)
 
 
 def _write(path: Path, data: bytes, private: bool = False) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o644)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, path)
+    # Certificates too are 0600: everything in the data directory is (files.py).
+    write_private(path, data)
 
 
 def _key_pem(key) -> bytes:

@@ -17,8 +17,10 @@ Stable fixture names (shared by the platform and PIM test files):
     * ``request(method, path, app="primary", user=None, token=None, **kw)`` -> ``requests.Response``
       for a Graph path relative to ``/v1.0`` (``"/users"``); also ``get``, ``post``, ``patch``, ``delete``
     * ``control(method, path, json=None)`` -> parsed JSON of a control call (``path`` relative to
-      ``/_emulator``, e.g. ``"/stats"``); raises AssertionError on an error status.
+      ``/_emulator``, e.g. ``"/stats"``, sent with the ``X-PIM-Sandbox-Key`` header from
+      connection.json); raises AssertionError on an error status.
       ``control_raw(...)`` returns the ``requests.Response``.
+    * ``control_headers()`` -> ``{"X-PIM-Sandbox-Key": <control_key>}``
     * ``stats()`` -> ``GET /_emulator/stats``
 
 ``fresh`` (function scope)
@@ -138,8 +140,13 @@ class SandboxProcess:
             "certificate": self.conn["certificate_client_id"],
         }.get(app, app)
 
-    def control_raw(self, method: str, path: str, json=None, **kw) -> requests.Response:
-        return self.session.request(method, self.control_url + path, json=json, timeout=30, **kw)
+    def control_headers(self) -> dict:
+        key = self.conn.get("control_key")
+        return {"X-PIM-Sandbox-Key": key} if key else {}
+
+    def control_raw(self, method: str, path: str, json=None, headers=None, **kw) -> requests.Response:
+        hdrs = {**self.control_headers(), **(headers or {})}
+        return self.session.request(method, self.control_url + path, json=json, headers=hdrs, timeout=30, **kw)
 
     def control(self, method: str, path: str, json=None, **kw):
         resp = self.control_raw(method, path, json=json, **kw)

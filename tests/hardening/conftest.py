@@ -152,11 +152,19 @@ class SandboxProc:
             "AZURE_AUTHORITY_HOST": c["authority_host"],
             "ENTRA_PIM_GRAPH_URL": c["graph_url"],
             "ENTRA_PIM_CA_BUNDLE": c["ca_bundle"],
+            "ENTRA_PIM_SANDBOX_KEY": c["control_key"],
         }
 
     # -- control API -----------------------------------------------------------------------
     def control(self, method: str, path: str, json=None, ok=True):
-        resp = self.session.request(method, self.control_url + path, json=json, verify=self.ca, timeout=30)
+        resp = self.session.request(
+            method,
+            self.control_url + path,
+            json=json,
+            headers={"X-PIM-Sandbox-Key": self.conn["control_key"]},  # a new key at every (re)start
+            verify=self.ca,
+            timeout=30,
+        )
         if ok:
             resp.raise_for_status()
         return resp.json() if resp.content else None

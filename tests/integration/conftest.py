@@ -48,7 +48,10 @@ class Sandbox:
         return env
 
     def control(self, method: str, path: str, **kwargs):
-        resp = self.session.request(method, self.control_url + path, verify=self.ca, timeout=30, **kwargs)
+        headers = {"X-PIM-Sandbox-Key": self.conn["control_key"], **kwargs.pop("headers", {})}
+        resp = self.session.request(
+            method, self.control_url + path, headers=headers, verify=self.ca, timeout=30, **kwargs
+        )
         resp.raise_for_status()
         return resp.json() if resp.content else None
 

@@ -2,8 +2,11 @@
 
 Each target runs as a role against a freshly reset sandbox, with the collection's
 environment pointing at it (the same export lines `python -m pim_emulator env` prints).
-Targets get these variables: ``sandbox`` (connection.json), ``sandbox_control_url`` and
-``sandbox_ca``. A target passes when ansible-playbook exits 0; its own assert tasks check
+Targets get these variables: ``sandbox`` (connection.json), ``sandbox_control_url``,
+``sandbox_control_key`` and ``sandbox_ca``. The play sends the control key with every
+``ansible.builtin.uri`` task (``module_defaults``), so a control call needs no header of its
+own; a ``lookup('ansible.builtin.url', ...)`` of the control API passes
+``headers={'X-PIM-Sandbox-Key': sandbox_control_key}``. A target passes when ansible-playbook exits 0; its own assert tasks check
 behaviour, and the sandbox state is checked out of band inside the target.
 """
 
@@ -29,11 +32,16 @@ def test_target(target, sandbox, tmp_path):
     extra = {
         "sandbox": sandbox.conn,
         "sandbox_control_url": sandbox.control_url,
+        "sandbox_control_key": sandbox.conn["control_key"],
         "sandbox_ca": sandbox.ca,
     }
     playbook.write_text(
         "- hosts: localhost\n  gather_facts: false\n  connection: local\n"
-        "  vars_files: [vars.json]\n  roles: [%s]\n" % json.dumps(target)
+        "  vars_files: [vars.json]\n"
+        "  module_defaults:\n"
+        "    ansible.builtin.uri:\n"
+        "      headers: {X-PIM-Sandbox-Key: '{{ sandbox_control_key }}'}\n"
+        "  roles: [%s]\n" % json.dumps(target)
     )
     (tmp_path / "vars.json").write_text(json.dumps(extra))
     env = dict(os.environ)

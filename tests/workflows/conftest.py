@@ -30,8 +30,9 @@ class Sandbox:
         self.session = requests.Session()
 
     def control(self, method: str, path: str, **kwargs):
+        headers = {"X-PIM-Sandbox-Key": self.conn["control_key"], **kwargs.pop("headers", {})}
         resp = self.session.request(
-            method, self.control_url + path, verify=self.conn["ca_bundle"], timeout=30, **kwargs
+            method, self.control_url + path, headers=headers, verify=self.conn["ca_bundle"], timeout=30, **kwargs
         )
         resp.raise_for_status()
         return resp.json() if resp.content else None

@@ -56,7 +56,13 @@ def sandbox(tmp_path_factory):
 
 
 def control(conn, method, path):
-    resp = requests.request(method, conn["control_url"] + path, verify=conn["ca_bundle"], timeout=30)
+    resp = requests.request(
+        method,
+        conn["control_url"] + path,
+        headers={"X-PIM-Sandbox-Key": conn["control_key"]},
+        verify=conn["ca_bundle"],
+        timeout=30,
+    )
     resp.raise_for_status()
     return resp.json() if resp.content else None
 
