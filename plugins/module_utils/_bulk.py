@@ -51,6 +51,8 @@ KIND_TYPE = {v: k for k, v in TYPES.items()}
 ACTION_WORDS = {"create": "add", "update": "update", "remove": "remove", "cancel": "cancel", "none": "none"}
 SUMMARY_KEYS = ("added", "updated", "removed", "cancelled", "unchanged", "protected", "failed", "skipped")
 _ADMIN_ACTIONS = frozenset({"adminassign", "adminupdate", "adminextend", "adminrenew"})
+# A principal's own requests that can still become a grant once approved or started (issue 14 point 11).
+_SELF_ACTIONS = frozenset({"selfactivate", "selfextend", "selfrenew"})
 
 Grant = namedtuple(
     "Grant",
@@ -611,6 +613,8 @@ class Reconciler:
         self.held = []  # purge exclusions from skipped grants: (kinds, principal ids|None, role ids|None)
         self.schedules = {"eligibility": [], "assignment": []}
         self.pending = {"eligibility": [], "assignment": []}
+        # The principals' own pending requests (selfActivate/Extend/Renew): only purge looks at them.
+        self.self_pending = {"eligibility": [], "assignment": []}
         self.read_error = None
         self.policy_rules = {}
         self.graph_batches = 0
@@ -666,7 +670,10 @@ class Reconciler:
                 changes=result["changes"],
             )
         if not self.check_mode:
-            Writer(self).write(changes)
+            try:
+                Writer(self).write(changes)
+            except PimError as err:
+                raise self._interrupted(err, changes) from None
         result = self._result(changes, applied=not self.check_mode)
         if result["summary"]["failed"] and params.get("fail_fast", True):
             # The rest is written (and reported); fail_fast makes a refused write fail the task.
@@ -882,9 +889,12 @@ class Reconciler:
                 self._purge_candidate(found, kind, item, boundary, desired_keys)
             for req in self.pending[kind]:
                 self._purge_candidate(found, kind, req, boundary, desired_keys)
-        if not found:
+        own_requests = self._own_requests_to_cancel(found, boundary, desired_keys, covered, end_activations)
+        if not found and not own_requests:
             return []
-        names = self._principal_names({pid for _k, pid, _r, _s in found.values()})
+        names = self._principal_names(
+            {pid for _k, pid, _r, _s in found.values()} | {key[1] for _kind, key, _req in own_requests}
+        )
         # Every adminRemove carries the task's justification and ticket, so Graph's audit trail
         # shows why (an offboarding ticket). Graph's cancel takes no body (notes §1.1), so a
         # cancel cannot carry them; the result lists it with the rest.
@@ -921,7 +931,67 @@ class Reconciler:
             if activated:
                 p = p._replace(reasons=["an activation no grant covers (end_activations is true): end it"])
             out.append(Change(key, target, kind, p, desired, None, activated))
+        for kind, key, req in own_requests:
+            if key[1] in protected:
+                continue  # a protected principal's requests are theirs to keep
+            principal = names.get(key[1]) or _resolve.Principal(key[1], "unknown", None, None, None)
+            role = self.resolver.role_by_id(key[2]) or _resolve.Role(key[2], None, key[2], False)
+            target = _pim.Target(principal, role, req.get("directoryScopeId") or "/", None)
+            before = _pim._pending_description(kind, target, req)
+            before["request_action"] = req.get("action")
+            reason = "the principal's own %s request (%s %s) could still grant the role: cancel it" % (
+                req.get("action"),
+                req.get("status"),
+                req.get("id"),
+            )
+            p = _pim.Plan("cancel", [reason], before, None, None, [req["id"]])
+            out.append(Change(key + ("request", _low(req["id"])), target, kind, p, absent, None))
         return out
+
+    def _own_requests_to_cancel(self, found, boundary, desired_keys, covered, end_activations):
+        """The principals' own pending requests that purge cancels: [(kind, key, request)]. Pure over the state read.
+
+        Nothing else ever undoes them: an approver may approve a selfActivate, selfExtend or
+        selfRenew after the run (issue 14 point 11). A selfExtend/selfRenew prolongs a schedule, so
+        it goes when no grant asks for that schedule. A selfActivate goes when no grant covers the
+        activation and either end_activations is true or no eligibility it could come from is left
+        after this run.
+        """
+        removed = {key for key, value in found.items() if value[0] == "eligibility"}
+        out = []
+        for kind in boundary.types:
+            for req in self.self_pending[kind]:
+                pid, rid = _low(req.get("principalId")), _low(req.get("roleDefinitionId"))
+                scope_id = req.get("directoryScopeId") or "/"
+                if req.get("appScopeId") or not req.get("id") or not in_boundary(boundary, kind, pid, rid, scope_id):
+                    continue
+                key = item_key(kind, pid, rid, scope_id)
+                if (req.get("action") or "").lower() == "selfactivate":
+                    if key in covered:
+                        continue
+                    if not end_activations and not self._no_eligibility_left(pid, rid, scope_id, boundary, removed):
+                        continue
+                elif key in desired_keys:
+                    continue
+                if self._is_held(kind, pid, rid):
+                    continue
+                out.append((kind, key, req))
+        return out
+
+    def _no_eligibility_left(self, pid, rid, scope_id, boundary, removed):
+        """True when, after this run, the principal holds no eligibility for the role at the scope."""
+        if "eligibility" not in boundary.types:
+            return False  # eligibilities were not read: assume one is left
+        removing = item_key("eligibility", pid, rid, scope_id) in removed and not self._is_held("eligibility", pid, rid)
+        for item in self._index("eligibility").get((pid, rid), []):
+            if item.get("status") in _pim._ENDED_STATUSES or _scope_key(item.get("directoryScopeId")) != _scope_key(
+                scope_id
+            ):
+                continue
+            if removing and (item.get("memberType") or "Direct") == "Direct":
+                continue
+            return False
+        return True
 
     def _purge_candidate(self, found, kind, item, boundary, desired_keys):
         pid, rid = _low(item.get("principalId")), _low(item.get("roleDefinitionId"))
@@ -1022,6 +1092,25 @@ class Reconciler:
 
     # -------------------------------------------------------------- results
 
+    def _interrupted(self, err, changes):
+        """The writes stopped on a task-level error: fail with what each item's outcome is so far.
+
+        Items with a settled outcome keep it (applied, confirmed, failed); the others were not
+        sent or their answer never came back, so they are ``unknown`` (issue 14 point 13: a
+        caller must be able to tell what was written).
+        """
+        for change in changes:
+            if change.plan.action != "none" and id(change) not in self.outcomes:
+                self.outcomes[id(change)] = {
+                    "status": "unknown",
+                    "error": "not known whether it was applied: the run stopped (%s)" % err.msg,
+                }
+        result = self._result(changes, applied=True)
+        err.details.update(
+            changed=result["changed"], summary=result["summary"], changes=result["changes"], errors=result["errors"]
+        )
+        return err
+
     def _result(self, changes, applied):
         summary = dict.fromkeys(SUMMARY_KEYS, 0)
         out = []
@@ -1036,6 +1125,8 @@ class Reconciler:
                 summary["protected"] += 1
             elif entry["status"] == "failed":
                 summary["failed"] += 1
+            elif entry["status"] == "unknown":
+                summary["unknown"] = summary.get("unknown", 0) + 1
             elif change.plan.action == "none":
                 summary["unchanged"] += 1
             else:
@@ -1193,15 +1284,20 @@ class StateReader:
         self._queue_filtered(rounds, "principalId", list(OrderedDict.fromkeys(ids)))
 
     def _queue_pending(self, rounds, kind):
-        """Pending admin requests (notes §4): one read with every pending status, else one per status."""
+        """Pending requests (notes §4), admin and self: one read with every pending status, else one per status."""
         statuses = sorted(_pim.PENDING_STATUSES)
         flt = " or ".join("status eq %s" % odata_quote(s) for s in statuses)
         path = _pim.KINDS[kind].requests
 
         def keep(items):
             for req in items or []:
-                if (req.get("action") or "").lower() in _ADMIN_ACTIONS and req.get("status") in _pim.PENDING_STATUSES:
+                if req.get("status") not in _pim.PENDING_STATUSES:
+                    continue
+                action = (req.get("action") or "").lower()
+                if action in _ADMIN_ACTIONS:
                     self.rec.pending[kind].append(req)
+                elif action in _SELF_ACTIONS:
+                    self.rec.self_pending[kind].append(req)
 
         def on_done(items, err):
             if err is None:

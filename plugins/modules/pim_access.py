@@ -137,6 +137,10 @@ options:
     description:
       - V(true) removes every eligible or active assignment inside O(boundary) that O(grants) does not list, and
         cancels pending requests for them.
+      - A principal's own pending requests are cancelled too when they could grant what the task takes away,
+        that is a C(selfExtend) or C(selfRenew) of a grant that O(grants) does not list, and a C(selfActivate) that no
+        grant covers when O(end_activations=true) or when no eligibility it could come from is left after the
+        run.
       - V(false) only adds and updates.
     type: bool
     default: false
@@ -304,9 +308,15 @@ summary:
     skipped:
       description: Bad grants that were skipped (O(fail_fast=false)).
       type: int
+    unknown:
+      description: Items whose outcome is not known because the writes stopped on an error (RV(changes[].status=unknown)).
+        Present only when there are some.
+      type: int
   sample: {added: 998, updated: 1, removed: 3, cancelled: 0, unchanged: 1, protected: 1, failed: 0, skipped: 0}
 changes:
-  description: One entry per grant and per purge candidate, in that order.
+  description:
+    - One entry per grant and per purge candidate, in that order.
+    - Also returned when the task fails after writing, so the items already applied are known.
   returned: always
   type: list
   elements: dict
@@ -347,7 +357,9 @@ changes:
       type: list
       elements: str
     before:
-      description: The grant before (C(start), C(end), C(permanent), C(status) and ids), or null when absent.
+      description: The grant before (C(start), C(end), C(permanent), C(status) and ids), or null when absent. For a
+        cancelled request, also its C(request_id) and, for a principal's own request, C(request_action)
+        (for example C(selfActivate)).
       type: dict
     after:
       description: The grant after, or null when removed.
@@ -359,6 +371,8 @@ changes:
       description:
         - V(unchanged), V(planned) (check mode), V(applied), V(confirmed) (the answer was lost or doubtful and a
           fresh read showed the change in place), V(failed), V(protected) or V(refused).
+        - V(unknown) when the writes stopped on an error before this item's outcome was known (the task fails
+          and still returns every item, so what was applied can be told apart).
       type: str
     error:
       description: Why the item failed, in words.
