@@ -323,6 +323,7 @@ class BulkResolver:
         self._app_ids = {}  # lower appId -> [service principal objects]
         self._fallback = {}  # (value, type) -> [answers] from the resolver's own requests
         self._scope_answers = {}
+        self._scope_checks = OrderedDict()  # directoryScopeId -> None (unread) | True | GraphError
         self._errors = []  # GraphErrors of lookups (raised on first use)
         self.roles_error = None
         self.on_roles = []  # callbacks once the role list is loaded
@@ -335,9 +336,20 @@ class BulkResolver:
     def want_principal(self, value, principal_type="auto"):
         self.principal_values.setdefault((value, principal_type), None)
 
-    def want_scope(self, value):
-        if _resolve.directory_scope_local(value) is None:
+    def want_scope(self, value, verify=False):
+        """Ask for a scope; ``verify``: an id given as is must exist (read with the lookups).
+
+        Graph accepts '/administrativeUnits/{id}' for any GUID until the write, which it then
+        refuses for that item alone, after the other grants were written (issue 14 point 10).
+        """
+        try:
+            local = _resolve.directory_scope_local(value)
+        except InputError:
+            return  # reported when the value is read back
+        if local is None:
             self.scope_names.setdefault(value.strip(), None)
+        elif verify and local != "/":
+            self._scope_checks.setdefault(local, None)
 
     def queue(self, rounds):
         """Queue the role list, the packed principal lookups and the AU lookups."""
@@ -384,7 +396,35 @@ class BulkResolver:
         for name in self.scope_names:
             req = _resolve.directory_scope_request(name)
             rounds.add_list(req["url"], lambda items, err, n=name: self._scope_answers.__setitem__(n, (items, err)))
+        self._queue_scope_checks(rounds)
         self._maybe_done()
+
+    def _queue_scope_checks(self, rounds):
+        """One read per administrative unit given by id, one getByIds for other object ids."""
+        objects = []
+        for scope_id in self._scope_checks:
+            unit = scope_id[len("/administrativeUnits/") :]
+            if scope_id.startswith("/administrativeUnits/"):
+                url = _resolve.encode_url("/directory/administrativeUnits/" + unit, {"$select": "id"})
+                rounds.add({"method": "GET", "url": url}, lambda body, err, s=scope_id: self._on_scope(s, body, err))
+            else:
+                objects.append(scope_id)
+        for start in range(0, len(objects), GET_BY_IDS_LIMIT):
+            group = objects[start : start + GET_BY_IDS_LIMIT]
+
+            def on_objects(body, err, group=group):
+                found = {(o.get("id") or "").lower() for o in (body or {}).get("value") or []}
+                for scope_id in group:
+                    self._on_scope(scope_id, {"id": scope_id[1:]} if scope_id[1:] in found else None, err)
+
+            body = {"ids": [scope_id[1:] for scope_id in group]}
+            rounds.add({"method": "POST", "url": "/directoryObjects/getByIds", "body": body}, on_objects)
+
+    def _on_scope(self, scope_id, body, err):
+        if err is not None and err.status != 404:
+            self._scope_checks[scope_id] = err
+        else:
+            self._scope_checks[scope_id] = bool(body) and err is None
 
     def _queue_fallback(self, rounds, value, ptype):
         """Send the resolver's own requests for one value; its answers are kept as they come."""
@@ -490,6 +530,7 @@ class BulkResolver:
     def scope(self, value):
         local = _resolve.directory_scope_local(value)
         if local is not None:
+            self._check_scope(value, local)
             return local
         items, err = self._scope_answers.get(value.strip(), (None, None))
         if err is not None:
@@ -497,6 +538,23 @@ class BulkResolver:
         if items is None:
             return self.resolver.directory_scope(value)
         return _resolve.directory_scope_from_answer(value.strip(), items)
+
+    def _check_scope(self, value, scope_id):
+        """InputError when a read showed that the scope's object does not exist.
+
+        A refused read (403: no AdministrativeUnit.Read.All) proves nothing, so the scope is
+        left to Graph; any other failed read stops the run like a failed lookup.
+        """
+        found = self._scope_checks.get(scope_id)
+        if found is False:
+            what = "administrative unit" if scope_id.startswith("/administrativeUnits/") else "directory object"
+            raise InputError(
+                "directory_scope '%s': no %s with the id '%s' exists; give '/' for the whole tenant, "
+                "'/administrativeUnits/{id}' of an existing administrative unit, or its name"
+                % (value, what, scope_id.rsplit("/", 1)[-1])
+            )
+        if isinstance(found, GraphError) and found.status != 403:
+            raise found
 
     def _answers_for(self, value, ptype):
         """The answers the resolver's own requests would have got, rebuilt from packed reads."""
@@ -550,6 +608,33 @@ class BulkResolver:
 
 Boundary = namedtuple("Boundary", "principal_ids role_ids scope_ids types")
 Boundary.__doc__ = "Lower-cased id sets, or None for 'no restriction'; types: set of kinds."
+
+BOUNDARY_KEYS = ("principals", "roles", "directory_scopes", "types")
+_BOUNDARY_NOUNS = {
+    "principals": "every principal",
+    "roles": "every role",
+    "directory_scopes": "every directory scope",
+    "types": "both eligible and active assignments",
+}
+
+
+def check_boundary(boundary_in):
+    """Refuse a boundary key given as an empty list (raises InputError). Pure.
+
+    An omitted key does not restrict its dimension. An empty list used to mean the same, so an
+    unset variable (``principals: "{{ leavers }}"`` with no leavers) widened the task to the whole
+    tenant, and with purge removed everyone's grants. Owning everything must be said by omitting
+    the key.
+    """
+    for key in BOUNDARY_KEYS:
+        value = boundary_in.get(key)
+        if value is not None and not [v for v in value if str(v).strip()]:
+            raise InputError(
+                "boundary.%s is an empty list%s; an empty list would own %s (and with purge: true remove "
+                "their grants), so it is refused. List what this task owns, or omit boundary.%s to own %s "
+                "on purpose"
+                % (key, "" if not value else " of blank values", _BOUNDARY_NOUNS[key], key, _BOUNDARY_NOUNS[key])
+            )
 
 
 def in_boundary(boundary, kind, principal_id, role_id, scope_id):
@@ -622,16 +707,17 @@ class Reconciler:
 
     def run(self):
         params = self.params
+        boundary_in = params.get("boundary") or {}
+        check_boundary(boundary_in)  # before any request: an empty list must never widen the task
         grants, errors = parse_grants(params.get("grants"), params, self.now)
         self.item_errors.update(errors)
-        boundary_in = params.get("boundary") or {}
         purge = bool(params.get("purge"))
 
         for grant in grants:
             if grant.principal:
                 self.bulk.want_principal(grant.principal, grant.principal_type)
             if grant.directory_scope:
-                self.bulk.want_scope(grant.directory_scope)
+                self.bulk.want_scope(grant.directory_scope, verify=grant.index not in self.item_errors)
         for value in boundary_in.get("principals") or []:
             self.bulk.want_principal(str(value).strip())
         for value in params.get("protected_principals") or []:

@@ -113,23 +113,34 @@ options:
       - What this task owns. O(purge) removes only what is inside it, and every grant must be inside it.
       - Each key restricts one dimension; an omitted key does not restrict it. An omitted or empty boundary owns
         everything, so with O(purge=true) it manages every eligible and active assignment of the tenant.
+      - A key given as an empty list (for example O(boundary.principals=[]) from a variable that happens to be empty)
+        is refused before any request, naming the key; it would otherwise own everything along that dimension. To
+        own everything on purpose, omit the key.
     type: dict
     version_added: 0.1.0
     suboptions:
       principals:
-        description: Only these principals (same forms as O(grants[].principal)).
+        description:
+          - Only these principals (same forms as O(grants[].principal)).
+          - Omit it to own every principal; an empty list is refused.
         type: list
         elements: str
       roles:
-        description: Only these roles (display names or ids).
+        description:
+          - Only these roles (display names or ids).
+          - Omit it to own every role; an empty list is refused.
         type: list
         elements: str
       directory_scopes:
-        description: Only these scopes (V(/), C(/administrativeUnits/{id}) or an administrative unit's name).
+        description:
+          - Only these scopes (V(/), C(/administrativeUnits/{id}) or an administrative unit's name).
+          - Omit it to own every scope; an empty list is refused.
         type: list
         elements: str
       types:
-        description: Only these kinds of grant.
+        description:
+          - Only these kinds of grant.
+          - Omit it to own both kinds; an empty list is refused.
         type: list
         elements: str
         choices: [eligible, active]

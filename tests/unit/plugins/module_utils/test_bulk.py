@@ -28,6 +28,7 @@ ROLES = [
 ]
 ROLE_UA = _resolve.Role(USER_ADMIN, "User Administrator", USER_ADMIN, True)
 PAGE = 100
+SALES_AU = "50000000-0000-4000-8000-000000000001"
 BASE = "/roleManagement/directory/"
 
 
@@ -87,6 +88,7 @@ class FakeGraph:
         # role id -> (isExpirationRequired, maximumDuration) of Expiration_Admin_Eligibility and _Assignment
         self.expiry = {}
         self.policy_reads = 0
+        self.units = {SALES_AU}  # administrative unit ids
         self.add_assignment("10000000-0000-4000-8000-999999999999", GA)  # the tenant's only GA
 
     # ------------------------------------------------------------ state helpers
@@ -197,6 +199,13 @@ class FakeGraph:
     def _dispatch(self, method, url, params, body):
         parts = urlsplit(url)
         path = unquote(parts.path)
+        if method == "GET" and path.startswith("/directory/administrativeUnits/"):
+            unit = path.rsplit("/", 1)[-1]
+            if unit in self.units:
+                return 200, {"id": unit}
+            return 404, {
+                "error": {"code": "Request_ResourceNotFound", "message": "Resource '%s' does not exist" % unit}
+            }
         if method == "GET":
             return 200, self._get(path, dict(parse_qsl(parts.query)))
         if path == "/directoryObjects/getByIds":
@@ -216,6 +225,9 @@ class FakeGraph:
         return self._request(kind, body)
 
     def _request(self, kind, body):
+        scope = body["directoryScopeId"]
+        if scope.startswith("/administrativeUnits/") and scope.rsplit("/", 1)[-1] not in self.units:
+            return 400, {"error": {"code": "BadRequest", "message": "Invalid directoryScopeId '%s'" % scope}}
         key = (body["principalId"], body["action"])
         if key in self.fail_items:
             status, code = self.fail_items.pop(key)
@@ -742,3 +754,58 @@ def test_purge_cancels_a_future_eligibility_in_one_run():
     assert fake.keys("eligibility") == []
     again = run(fake, **kw)
     assert not again["changed"] and again["changes"] == [] and fake.writes == 1
+
+
+# ------------------------------------------------------------------ issue 14
+
+
+@pytest.mark.parametrize("key", ["principals", "roles", "directory_scopes", "types"])
+@pytest.mark.parametrize("value", [[], ["", "  "]])
+def test_empty_boundary_list_is_refused_before_any_request(key, value):
+    """Issue 14 point 4: ``boundary.<key>: []`` used to own everything and, with purge, remove it all."""
+    fake = FakeGraph(users=2)
+    fake.add_eligibility(user(0)["id"], USER_ADMIN)
+    fake.add_eligibility(user(1)["id"], USER_ADMIN)
+    with pytest.raises(InputError) as exc:
+        run(fake, boundary={key: value}, purge=True)
+    msg = exc.value.msg
+    assert msg.startswith("boundary.%s is an empty list" % key)
+    assert "omit boundary.%s to own" % key in msg
+    assert fake.batches == 0 and fake.plain == 0 and fake.writes == 0
+    assert len(fake.keys("eligibility")) == 2
+
+
+def test_omitted_boundary_key_still_owns_everything():
+    fake = FakeGraph(users=2)
+    fake.add_eligibility(user(0)["id"], USER_ADMIN)
+    result = run(fake, grants=[grant(1)], boundary={"roles": ["User Administrator"], "principals": None}, purge=True)
+    assert result["summary"]["added"] == 1 and result["summary"]["removed"] == 1
+
+
+BAD_AU = "50000000-0000-4000-8000-0000000000ff"
+
+
+@pytest.mark.parametrize("fail_fast", [True, False])
+def test_unknown_administrative_unit_is_a_bad_item_before_any_write(fail_fast):
+    """Issue 14 point 10: a scope id Graph only refuses at write time is checked with the lookups.
+
+    With fail_fast (the default) nothing at all is written; without it the bad grant is skipped.
+    """
+    fake = FakeGraph(users=3)
+    grants = [
+        grant(0),
+        grant(1, directory_scope="/administrativeUnits/" + SALES_AU),
+        grant(2, directory_scope="/administrativeUnits/" + BAD_AU),
+    ]
+    if fail_fast:
+        with pytest.raises(InputError) as exc:
+            run(fake, grants=grants)
+        assert fake.writes == 0 and fake.keys("eligibility") == []
+        assert "nothing was changed" in exc.value.msg
+        errors = exc.value.details["errors"]
+    else:
+        result = run(fake, grants=grants, fail_fast=False)
+        assert result["summary"]["added"] == 2 and result["summary"]["skipped"] == 1 and fake.writes == 2
+        errors = result["errors"]
+    assert len(errors) == 1 and errors[0]["item"].startswith("grants[2]")
+    assert "no administrative unit with the id '%s' exists" % BAD_AU in errors[0]["msg"]
