@@ -310,12 +310,18 @@ summary:
       description: Entries O(purge) would have removed but that belong to O(protected_principals).
       type: int
     failed:
-      description: Writes Microsoft Graph refused, and removals refused by O(protect_last_global_admin).
+      description: Writes Microsoft Graph refused or that a fresh read shows were not applied, and removals refused by
+        O(protect_last_global_admin).
       type: int
     skipped:
       description: Bad grants that were skipped (O(fail_fast=false)).
       type: int
-  sample: {added: 998, updated: 1, removed: 3, cancelled: 0, unchanged: 1, protected: 1, failed: 0, skipped: 0}
+    unknown:
+      description: Writes whose answer was lost and whose outcome Microsoft Graph could not be read to tell
+        (RV(changes[].status=unknown)).
+      type: int
+  sample: {added: 998, updated: 1, removed: 3, cancelled: 0, unchanged: 1, protected: 1, failed: 0, skipped: 0,
+           unknown: 0}
 changes:
   description: One entry per grant and per purge candidate, in that order.
   returned: always
@@ -369,7 +375,15 @@ changes:
     status:
       description:
         - V(unchanged), V(planned) (check mode), V(applied), V(confirmed) (the answer was lost or doubtful and a
-          fresh read showed the change in place), V(failed), V(protected) or V(refused).
+          fresh read showed the change in place), V(failed), V(unknown), V(protected) or V(refused).
+        - Each status is what Microsoft Graph holds. A write whose answer was lost, or answered 5xx, is read again
+          (a failed read is read again too) and sent again while Graph shows it absent, a bounded number of times.
+          V(failed) means Graph refused it or still shows it absent; V(unknown) only that its answer was lost and
+          Graph could not be read to tell.
+        - When Graph answers that the grant already exists (another task made it meanwhile, for example the same
+          task running in parallel) and a fresh read shows it as desired, the item is V(unchanged) with
+          RV(changes[].action=none) and does not make the task changed; if it exists with another schedule, it is
+          updated in place (RV(changes[].action=update)).
       type: str
     error:
       description: Why the item failed, in words.

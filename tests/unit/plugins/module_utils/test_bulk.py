@@ -85,6 +85,9 @@ class FakeGraph:
         self.writes = 0
         self.lose_write_chunks = 0  # how many chunks of writes lose their answer after being carried out
         self.fail_items = {}  # (principal id, action) -> (status, code)
+        self.drop_write_chunks = 0  # how many chunks of writes are lost before Graph runs them
+        self.fail_schedule_reads = 0  # how many schedule reads (batch items) after the first write answer 503
+        self.race = {}  # principal id -> scheduleInfo another writer gives it just before our write
         # role id -> (isExpirationRequired, maximumDuration) of Expiration_Admin_Eligibility and _Assignment
         self.expiry = {}
         self.policy_reads = 0
@@ -144,8 +147,18 @@ class FakeGraph:
     def batch(self, requests):
         assert len(requests) <= 20
         self.batches += 1
+        writes = any(r["method"] == "POST" and "ScheduleRequests" in r["url"] for r in requests)
+        if self.drop_write_chunks and writes:
+            self.drop_write_chunks -= 1
+            raise GraphError("lost before it ran", code="ResponseLost")
         out = []
         for req in requests:
+            reread = self.writes and req["method"] == "GET" and "Schedules?" in req["url"]
+            if self.fail_schedule_reads and reread:
+                self.fail_schedule_reads -= 1
+                error = {"error": {"code": "serviceNotAvailable", "message": "try later"}}
+                out.append({"id": req["id"], "status": 503, "headers": {}, "body": error})
+                continue
             status, body = self._dispatch(req["method"], req["url"], None, req.get("body"))
             out.append({"id": req["id"], "status": status, "headers": {}, "body": body})
         if self.lose_write_chunks and any(r["method"] == "POST" and "ScheduleRequests" in r["url"] for r in requests):
@@ -228,6 +241,13 @@ class FakeGraph:
         scope = body["directoryScopeId"]
         if scope.startswith("/administrativeUnits/") and scope.rsplit("/", 1)[-1] not in self.units:
             return 400, {"error": {"code": "BadRequest", "message": "Invalid directoryScopeId '%s'" % scope}}
+        if body["principalId"] in self.race:
+            # Another writer (the same task in parallel) gets there first.
+            info = self.race.pop(body["principalId"])
+            self._add(kind, body["principalId"], body["roleDefinitionId"], None, "Direct")
+            self.schedules[kind][-1]["scheduleInfo"] = info
+            if kind == "assignment":
+                self.schedules[kind][-1]["assignmentType"] = "Assigned"
         key = (body["principalId"], body["action"])
         if key in self.fail_items:
             status, code = self.fail_items.pop(key)
@@ -809,3 +829,73 @@ def test_unknown_administrative_unit_is_a_bad_item_before_any_write(fail_fast):
         errors = result["errors"]
     assert len(errors) == 1 and errors[0]["item"].startswith("grants[2]")
     assert "no administrative unit with the id '%s' exists" % BAD_AU in errors[0]["msg"]
+
+
+def test_exists_from_another_writer_is_unchanged_and_a_different_one_is_updated():
+    """Issue 14 point 14: RoleAssignmentExists to our first attempt, and a read agrees → changed: false."""
+    fake = FakeGraph(users=2)
+    pid0, pid1 = user(0)["id"], user(1)["id"]
+    same = {"startDateTime": "2026-11-29T10:00:00Z", "expiration": {"type": "afterDuration", "duration": "P180D"}}
+    other = {"startDateTime": "2026-11-29T10:00:00Z", "expiration": {"type": "afterDuration", "duration": "P30D"}}
+    fake.race = {pid0: same}
+    result = run(fake, grants=[grant(0)])
+    assert not result["changed"]
+    entry = result["changes"][0]
+    assert (entry["action"], entry["status"]) == ("none", "unchanged")
+    assert "already there" in entry["reasons"][0]
+    assert result["summary"]["unchanged"] == 1 and result["summary"]["added"] == 0
+    assert len(fake.requests["eligibility"]) == 0  # the other writer's schedule; ours was refused
+
+    # Exists, but with another schedule: updated in place, reported as an update.
+    fake.race = {pid1: other}
+    result = run(fake, grants=[grant(1)])
+    entry = result["changes"][0]
+    assert result["changed"] and (entry["action"], entry["status"]) == ("update", "applied")
+    assert result["summary"]["updated"] == 1 and result["summary"]["added"] == 0
+    assert [r["action"] for r in fake.requests["eligibility"]] == ["adminUpdate"]
+    assert [
+        s["scheduleInfo"]["expiration"]["duration"] for s in fake.schedules["eligibility"] if s["principalId"] == pid1
+    ] == ["P180D"]
+
+
+def test_504_after_a_lost_answer_is_sent_again_when_graph_shows_it_absent():
+    """Issue 14 point 12: a lost chunk (not run), then a 504 on the re-send, then the write lands."""
+    fake = FakeGraph(users=2)
+    fake.drop_write_chunks = 1
+    fake.fail_items[(user(1)["id"], "adminAssign")] = (504, "gatewayTimeout")
+    result = run(fake, grants=[grant(0), grant(1)])
+    assert [c["status"] for c in result["changes"]] == ["applied", "applied"]
+    assert len(fake.keys("eligibility")) == 2 and len(fake.requests["eligibility"]) == 2
+
+
+def test_failed_reread_is_read_again_so_an_applied_item_is_never_failed():
+    """Issue 14 point 12: the answer is lost after the write ran and the first re-read fails too."""
+    fake = FakeGraph(users=2)
+    fake.lose_write_chunks = 1
+    fake.fail_schedule_reads = 2  # the first re-read of both targets answers 503 (past the client's retries)
+    result = run(fake, grants=[grant(0), grant(1)])
+    assert [c["status"] for c in result["changes"]] == ["confirmed", "confirmed"]
+    assert len(fake.requests["eligibility"]) == 2  # nothing sent twice
+
+
+def test_unreadable_outcome_is_unknown_and_says_the_answer_was_lost():
+    fake = FakeGraph(users=1)
+    fake.lose_write_chunks = 1
+    fake.fail_schedule_reads = 1000
+    with pytest.raises(PimError) as exc:
+        run(fake, grants=[grant(0)])
+    details = exc.value.details
+    assert details["summary"]["unknown"] == 1 and details["summary"]["failed"] == 0
+    assert details["changes"][0]["status"] == "unknown"
+    assert "the answer was lost" in details["changes"][0]["error"]
+    assert "unknown outcome (the answer was lost)" in exc.value.msg
+    assert len(fake.requests["eligibility"]) == 1  # never re-sent blind
+
+
+def test_absent_after_every_resend_is_failed_and_absent():
+    fake = FakeGraph(users=1)
+    fake.drop_write_chunks = 1 + _bulk.Writer.SETTLE_ROUNDS
+    result = run(fake, grants=[grant(0)], fail_fast=False)
+    entry = result["changes"][0]
+    assert entry["status"] == "failed" and "shows it absent after" in entry["error"]
+    assert fake.keys("eligibility") == []
