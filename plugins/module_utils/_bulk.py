@@ -1144,7 +1144,8 @@ class Reconciler:
             "errors": list(self.errors),
         }
         if self.diff_mode:
-            result["diff"] = build_diff(changes)
+            # An item another writer made meanwhile ("already so") changed nothing of ours.
+            result["diff"] = build_diff([c for c, e in zip(changes, out, strict=True) if e["action"] != "none"])
         return result
 
 
