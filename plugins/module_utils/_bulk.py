@@ -49,7 +49,7 @@ GLOBAL_ADMIN = "62e90394-69f5-4237-9190-012177145e10"  # notes §3.6
 TYPES = OrderedDict([("eligible", "eligibility"), ("active", "assignment")])
 KIND_TYPE = {v: k for k, v in TYPES.items()}
 ACTION_WORDS = {"create": "add", "update": "update", "remove": "remove", "cancel": "cancel", "none": "none"}
-SUMMARY_KEYS = ("added", "updated", "removed", "cancelled", "unchanged", "protected", "failed", "skipped")
+SUMMARY_KEYS = ("added", "updated", "removed", "cancelled", "unchanged", "protected", "failed", "skipped", "unknown")
 _ADMIN_ACTIONS = frozenset({"adminassign", "adminupdate", "adminextend", "adminrenew"})
 # A principal's own requests that can still become a grant once approved or started (issue 14 point 11).
 _SELF_ACTIONS = frozenset({"selfactivate", "selfextend", "selfrenew"})
@@ -325,6 +325,7 @@ class BulkResolver:
         self._app_ids = {}  # lower appId -> [service principal objects]
         self._fallback = {}  # (value, type) -> [answers] from the resolver's own requests
         self._scope_answers = {}
+        self._scope_checks = OrderedDict()  # directoryScopeId -> None (unread) | True | GraphError
         self._errors = []  # GraphErrors of lookups (raised on first use)
         self.roles_error = None
         self.on_roles = []  # callbacks once the role list is loaded
@@ -337,9 +338,20 @@ class BulkResolver:
     def want_principal(self, value, principal_type="auto"):
         self.principal_values.setdefault((value, principal_type), None)
 
-    def want_scope(self, value):
-        if _resolve.directory_scope_local(value) is None:
+    def want_scope(self, value, verify=False):
+        """Ask for a scope; ``verify``: an id given as is must exist (read with the lookups).
+
+        Graph accepts '/administrativeUnits/{id}' for any GUID until the write, which it then
+        refuses for that item alone, after the other grants were written (issue 14 point 10).
+        """
+        try:
+            local = _resolve.directory_scope_local(value)
+        except InputError:
+            return  # reported when the value is read back
+        if local is None:
             self.scope_names.setdefault(value.strip(), None)
+        elif verify and local != "/":
+            self._scope_checks.setdefault(local, None)
 
     def queue(self, rounds):
         """Queue the role list, the packed principal lookups and the AU lookups."""
@@ -386,7 +398,35 @@ class BulkResolver:
         for name in self.scope_names:
             req = _resolve.directory_scope_request(name)
             rounds.add_list(req["url"], lambda items, err, n=name: self._scope_answers.__setitem__(n, (items, err)))
+        self._queue_scope_checks(rounds)
         self._maybe_done()
+
+    def _queue_scope_checks(self, rounds):
+        """One read per administrative unit given by id, one getByIds for other object ids."""
+        objects = []
+        for scope_id in self._scope_checks:
+            unit = scope_id[len("/administrativeUnits/") :]
+            if scope_id.startswith("/administrativeUnits/"):
+                url = _resolve.encode_url("/directory/administrativeUnits/" + unit, {"$select": "id"})
+                rounds.add({"method": "GET", "url": url}, lambda body, err, s=scope_id: self._on_scope(s, body, err))
+            else:
+                objects.append(scope_id)
+        for start in range(0, len(objects), GET_BY_IDS_LIMIT):
+            group = objects[start : start + GET_BY_IDS_LIMIT]
+
+            def on_objects(body, err, group=group):
+                found = {(o.get("id") or "").lower() for o in (body or {}).get("value") or []}
+                for scope_id in group:
+                    self._on_scope(scope_id, {"id": scope_id[1:]} if scope_id[1:] in found else None, err)
+
+            body = {"ids": [scope_id[1:] for scope_id in group]}
+            rounds.add({"method": "POST", "url": "/directoryObjects/getByIds", "body": body}, on_objects)
+
+    def _on_scope(self, scope_id, body, err):
+        if err is not None and err.status != 404:
+            self._scope_checks[scope_id] = err
+        else:
+            self._scope_checks[scope_id] = bool(body) and err is None
 
     def _queue_fallback(self, rounds, value, ptype):
         """Send the resolver's own requests for one value; its answers are kept as they come."""
@@ -492,6 +532,7 @@ class BulkResolver:
     def scope(self, value):
         local = _resolve.directory_scope_local(value)
         if local is not None:
+            self._check_scope(value, local)
             return local
         items, err = self._scope_answers.get(value.strip(), (None, None))
         if err is not None:
@@ -499,6 +540,23 @@ class BulkResolver:
         if items is None:
             return self.resolver.directory_scope(value)
         return _resolve.directory_scope_from_answer(value.strip(), items)
+
+    def _check_scope(self, value, scope_id):
+        """InputError when a read showed that the scope's object does not exist.
+
+        A refused read (403: no AdministrativeUnit.Read.All) proves nothing, so the scope is
+        left to Graph; any other failed read stops the run like a failed lookup.
+        """
+        found = self._scope_checks.get(scope_id)
+        if found is False:
+            what = "administrative unit" if scope_id.startswith("/administrativeUnits/") else "directory object"
+            raise InputError(
+                "directory_scope '%s': no %s with the id '%s' exists; give '/' for the whole tenant, "
+                "'/administrativeUnits/{id}' of an existing administrative unit, or its name"
+                % (value, what, scope_id.rsplit("/", 1)[-1])
+            )
+        if isinstance(found, GraphError) and found.status != 403:
+            raise found
 
     def _answers_for(self, value, ptype):
         """The answers the resolver's own requests would have got, rebuilt from packed reads."""
@@ -552,6 +610,33 @@ class BulkResolver:
 
 Boundary = namedtuple("Boundary", "principal_ids role_ids scope_ids types")
 Boundary.__doc__ = "Lower-cased id sets, or None for 'no restriction'; types: set of kinds."
+
+BOUNDARY_KEYS = ("principals", "roles", "directory_scopes", "types")
+_BOUNDARY_NOUNS = {
+    "principals": "every principal",
+    "roles": "every role",
+    "directory_scopes": "every directory scope",
+    "types": "both eligible and active assignments",
+}
+
+
+def check_boundary(boundary_in):
+    """Refuse a boundary key given as an empty list (raises InputError). Pure.
+
+    An omitted key does not restrict its dimension. An empty list used to mean the same, so an
+    unset variable (``principals: "{{ leavers }}"`` with no leavers) widened the task to the whole
+    tenant, and with purge removed everyone's grants. Owning everything must be said by omitting
+    the key.
+    """
+    for key in BOUNDARY_KEYS:
+        value = boundary_in.get(key)
+        if value is not None and not [v for v in value if str(v).strip()]:
+            raise InputError(
+                "boundary.%s is an empty list%s; an empty list would own %s (and with purge: true remove "
+                "their grants), so it is refused. List what this task owns, or omit boundary.%s to own %s "
+                "on purpose"
+                % (key, "" if not value else " of blank values", _BOUNDARY_NOUNS[key], key, _BOUNDARY_NOUNS[key])
+            )
 
 
 def in_boundary(boundary, kind, principal_id, role_id, scope_id):
@@ -626,16 +711,17 @@ class Reconciler:
 
     def run(self):
         params = self.params
+        boundary_in = params.get("boundary") or {}
+        check_boundary(boundary_in)  # before any request: an empty list must never widen the task
         grants, errors = parse_grants(params.get("grants"), params, self.now)
         self.item_errors.update(errors)
-        boundary_in = params.get("boundary") or {}
         purge = bool(params.get("purge"))
 
         for grant in grants:
             if grant.principal:
                 self.bulk.want_principal(grant.principal, grant.principal_type)
             if grant.directory_scope:
-                self.bulk.want_scope(grant.directory_scope)
+                self.bulk.want_scope(grant.directory_scope, verify=grant.index not in self.item_errors)
         for value in boundary_in.get("principals") or []:
             self.bulk.want_principal(str(value).strip())
         for value in params.get("protected_principals") or []:
@@ -675,13 +761,20 @@ class Reconciler:
             except PimError as err:
                 raise self._interrupted(err, changes) from None
         result = self._result(changes, applied=not self.check_mode)
-        if result["summary"]["failed"] and params.get("fail_fast", True):
+        failed, unknown = int(result["summary"]["failed"]), int(result["summary"]["unknown"])
+        if (failed or unknown) and params.get("fail_fast", True):
             # The rest is written (and reported); fail_fast makes a refused write fail the task.
-            failed = int(result["summary"]["failed"])
-            attempted = sum(1 for e in result["changes"] if e["action"] != "none" or e["status"] == "failed")
+            attempted = sum(
+                1 for e in result["changes"] if e["action"] != "none" or e["status"] in ("failed", "unknown")
+            )
             raise PimError(
-                "%s of %s writes failed: %s"
-                % (failed, attempted, "; ".join("%s: %s" % (e["item"], e["msg"]) for e in self.errors[:5])),
+                "%s of %s writes failed%s: %s"
+                % (
+                    failed,
+                    attempted,
+                    ", %d with an unknown outcome (the answer was lost)" % unknown if unknown else "",
+                    "; ".join("%s: %s" % (e["item"], e["msg"]) for e in self.errors[:5]),
+                ),
                 changed=result["changed"],
                 summary=result["summary"],
                 changes=result["changes"],
@@ -1126,11 +1219,11 @@ class Reconciler:
             elif entry["status"] == "failed":
                 summary["failed"] += 1
             elif entry["status"] == "unknown":
-                summary["unknown"] = summary.get("unknown", 0) + 1
-            elif change.plan.action == "none":
+                summary["unknown"] += 1
+            elif entry["action"] == "none":
                 summary["unchanged"] += 1
             else:
-                summary[SUMMARY_WORDS[change.plan.action]] += 1
+                summary[SUMMARY_WORDS[entry["action"]]] += 1
             out.append(entry)
         summary["skipped"] = len(self.item_errors)
         result = {
@@ -1140,11 +1233,12 @@ class Reconciler:
             "errors": list(self.errors),
         }
         if self.diff_mode:
-            result["diff"] = build_diff(changes)
+            # An item another writer made meanwhile ("already so") changed nothing of ours.
+            result["diff"] = build_diff([c for c, e in zip(changes, out, strict=True) if e["action"] != "none"])
         return result
 
 
-SUMMARY_WORDS = {"create": "added", "update": "updated", "remove": "removed", "cancel": "cancelled"}
+SUMMARY_WORDS = {"add": "added", "update": "updated", "remove": "removed", "cancel": "cancelled"}
 
 
 def change_entry(change, applied, outcome=None):
@@ -1321,14 +1415,33 @@ class StateReader:
 
 
 class Writer:
-    """Sends the planned requests in $batch chunks of 20 and settles every uncertain answer."""
+    """Sends the planned requests in $batch chunks of 20 and settles every doubtful answer.
 
-    CONFIRMABLE = frozenset({"RoleAssignmentExists", "RoleAssignmentDoesNotExist"})
+    Every item ends as what Graph holds (issue 14 point 12):
+
+    * ``applied`` (Graph's answer said so) or ``confirmed`` (a fresh read shows the change);
+    * ``unchanged`` when Graph answered "already so" (RoleAssignmentExists / DoesNotExist) to our
+      first attempt and a fresh read agrees: another writer made it (``_pim.settle``);
+    * ``failed`` only when Graph refused it, or a fresh read shows it absent after the last re-send;
+    * ``unknown`` only when the answer was lost and Graph could not be read at all.
+
+    A doubtful item (lost answer, connection lost, 5xx, a 429 past the client's retries, an
+    "already so" answer) is re-read, with failed reads read again (``REREADS``), and re-sent
+    while Graph shows it absent, for ``SETTLE_ROUNDS`` rounds.
+    """
+
     LAGGING = frozenset({"SubjectNotFound", "RoleNotFound"})
+    SETTLE_ROUNDS = 3  # re-read → re-send rounds after the first send
+    REREADS = 3  # reads of a target whose read failed, per round
+    REREAD_WAITS = (1, 2)  # seconds between those reads (the client has retried each already)
 
     def __init__(self, rec):
         self.rec = rec
         self.client = rec.client
+        self.replanned = {}  # id(change) -> the Plan sent instead (adminUpdate after "exists, but differs")
+
+    def _plan(self, change):
+        return self.replanned.get(id(change), change.plan)
 
     def _ops(self, changes):
         ops = []
@@ -1336,72 +1449,162 @@ class Writer:
             p = change.plan
             kind = _pim.KINDS[change.kind]
             if p.action in ("create", "update", "remove"):
-                ops.append((change, {"method": "POST", "url": kind.requests, "body": p.body}))
+                ops.append((change, {"method": "POST", "url": kind.requests, "body": p.body}, False))
             elif p.action == "cancel":
                 for request_id in p.cancel_ids:
                     url = "%s/%s/cancel" % (kind.requests, _resolve.require_guid(request_id, "request id"))
-                    ops.append((change, {"method": "POST", "url": url, "body": {}}))
+                    ops.append((change, {"method": "POST", "url": url, "body": {}}, False))
         return ops
 
     def write(self, changes):
-        ops = self._ops(changes)
-        uncertain = []  # (change, req, reason)
-        lagging = []
-        for start in range(0, len(ops), BATCH_SIZE):
-            self._send_chunk(ops[start : start + BATCH_SIZE], uncertain, lagging)
+        doubtful, lagging = self._send_all(self._ops(changes))
         for delay in _pim.LAG_DELAYS:
             if not lagging:
                 break
             self.rec.sleep(delay)
-            retry, lagging = [(change, req) for change, req, _err in lagging], []
-            for start in range(0, len(retry), BATCH_SIZE):
-                self._send_chunk(retry[start : start + BATCH_SIZE], uncertain, lagging)
-        for change, _req, err in lagging:
+            more, lagging = self._send_all([(change, req, ours) for change, req, ours, _err in lagging])
+            doubtful.extend(more)
+        for change, _req, _ours, err in lagging:
             self._failed(change, err)
-        if uncertain:
-            self._settle(uncertain)
+        self._settle(doubtful)
 
-    def _send_chunk(self, chunk, uncertain, lagging, resend=False):
-        items = [_resolve.batch_item(req, n + 1) for n, (_c, req) in enumerate(chunk)]
+    def _send_all(self, ops):
+        """Send ops (change, req, ours) 20 per $batch → (doubtful, lagging), each (change, req, ours, err)."""
+        doubtful, lagging = [], []
+        for start in range(0, len(ops), BATCH_SIZE):
+            self._send_chunk(ops[start : start + BATCH_SIZE], doubtful, lagging)
+        return doubtful, lagging
+
+    def _send_chunk(self, chunk, doubtful, lagging):
+        items = [_resolve.batch_item(req, n + 1) for n, (_c, req, _o) in enumerate(chunk)]
         self.rec.graph_batches += 1
         try:
             answers = self.client.batch(items)
         except GraphError as err:
-            for change, req in chunk:
-                if err.code == "ResponseLost" and not resend:
-                    uncertain.append((change, req, err))
+            refused = err.status is not None and 400 <= err.status < 500 and err.status not in (408, 429)
+            for change, req, _ours in chunk:
+                if refused and err.code != "ResponseLost":
+                    self._failed(change, err)  # the envelope was refused (401, 403, 400): no item ran
                 else:
-                    self._failed(change, err)
+                    doubtful.append((change, req, True, err))  # lost or unanswered: any item may have run
             return
-        for (change, req), resp in zip(chunk, answers, strict=True):
+        for (change, req, ours), resp in zip(chunk, answers, strict=True):
             status = int(resp.get("status") or 0)
             if 200 <= status < 300:
                 self._applied(change, resp.get("body"))
                 continue
             err = _graph_error(self.client, resp)
-            if status == 504 and not resend or err.code in self.CONFIRMABLE:
-                uncertain.append((change, req, err))
+            if status >= 500 or status in (408, 429):
+                # A 5xx item may have been carried out (504: the backend did not answer in time); a
+                # 429 past the client's retries was not. Either way a read tells what Graph holds.
+                doubtful.append((change, req, ours or status >= 500, err))
+            elif err.code in _pim.ALREADY_SO:
+                doubtful.append((change, req, ours, err))
             elif err.code in self.LAGGING:
-                lagging.append((change, req, err))
+                lagging.append((change, req, ours, err))
             else:
                 self._failed(change, err)
 
+    def _settle(self, doubtful):
+        """Re-read doubtful targets; confirm, take "already so", re-send what Graph shows absent (bounded)."""
+        for round_number in range(self.SETTLE_ROUNDS + 1):
+            if not doubtful:
+                return
+            states = self._reread_bounded([change for change, _r, _o, _e in doubtful])
+            resend, last_error = [], {}
+            for change, req, ours, err in doubtful:
+                current = states.get(id(change))
+                if current is None:
+                    self._unknown(change, err)
+                    continue
+                plan = self._plan(change)
+                verdict, again = _pim.settle(
+                    change.kind, change.target, plan, change.desired, current, self.rec.now, err, ours
+                )
+                if verdict == "confirmed":
+                    self._applied(change, None, confirmed=True)
+                elif verdict == "already":
+                    self._already(change, current)
+                elif verdict == "refused":
+                    self._failed(change, err)
+                else:
+                    if again is not plan:
+                        self.replanned[id(change)] = again
+                        req = {"method": "POST", "url": _pim.KINDS[change.kind].requests, "body": again.body}
+                    resend.append((change, req, ours))
+                    last_error[id(change)] = err
+            if round_number == self.SETTLE_ROUNDS:
+                for change, _req, _ours in resend:
+                    self._failed(
+                        change,
+                        last_error[id(change)],
+                        "it was not applied: Microsoft Graph shows it absent after %d attempts; the last answer: "
+                        % (self.SETTLE_ROUNDS + 1),
+                    )
+                return
+            doubtful, lagging = self._send_all(resend)
+            doubtful.extend(lagging)  # lag on a re-send: read again and send again in the next round
+
+    def _reread_bounded(self, changes):
+        """Current state per id(change); a target whose read failed is read again, REREADS times at most."""
+        out = {}
+        missing = list(OrderedDict((id(c), c) for c in changes).values())
+        for attempt in range(self.REREADS):
+            if attempt:
+                self.rec.sleep(self.REREAD_WAITS[min(attempt, len(self.REREAD_WAITS)) - 1])
+            out.update(self._reread(missing))
+            missing = [c for c in missing if id(c) not in out]
+            if not missing:
+                break
+        return out
+
     def _applied(self, change, body, confirmed=False):
-        p = change.plan
+        previous = self.rec.outcomes.get(id(change))
+        if previous and previous["status"] in ("failed", "unknown"):
+            return  # a change of several requests (cancels) is as good as its worst request
+        p = self._plan(change)
         entry = {"status": "confirmed" if confirmed else "applied"}
+        if p is not change.plan:
+            entry.update(action=ACTION_WORDS[p.action], reasons=list(p.reasons), before=p.before, after=p.after)
         if isinstance(body, dict) and body:
             entry["request_id"] = body.get("id")
             if p.action in ("create", "update"):
                 entry["after"] = _pim.result_from_request(change.kind, change.target, body, p, self.rec.now)
         self.rec.outcomes[id(change)] = entry
 
-    def _failed(self, change, err):
+    def _already(self, change, current):
+        """Graph said "already so" to our first attempt and a read agrees: another writer made it."""
+        previous = self.rec.outcomes.get(id(change))
+        if previous and previous["status"] in ("failed", "unknown"):
+            return
+        kind = _pim.KINDS[change.kind]
+        there = change.plan.action in ("create", "update")
+        now_desc = _pim.describe(kind, change.target, current.window, current.schedule) if current.schedule else None
+        self.rec.outcomes[id(change)] = {
+            "status": "unchanged",
+            "action": "none",
+            "reasons": [
+                "the %s was already %s when written (Graph: another request made it meanwhile)"
+                % (kind.noun, "there" if there else "absent")
+            ],
+            "after": now_desc,
+        }
+
+    def _unknown(self, change, err):
+        msg = (
+            "the outcome is unknown: the answer was lost (%s) and Microsoft Graph could not be read to tell "
+            "whether it was applied; run the task again to settle it" % _error_text(err)
+        )
+        self.rec.outcomes[id(change)] = {"status": "unknown", "error": msg}
+        self.rec._error(_diff_key(change), msg)
+
+    def _failed(self, change, err, note=""):
         if isinstance(err, GraphError):
             rules = None
             if err.code == "RoleAssignmentRequestPolicyValidationFailed" or _pim.failed_rules(err.graph_message):
                 rules = self._policy_rules(change.target.role.id)
-            err = _pim.explain_graph_error(err, change.kind, change.target, change.plan.body, rules)
-        msg = _error_text(err)
+            err = _pim.explain_graph_error(err, change.kind, change.target, self._plan(change).body, rules)
+        msg = note + _error_text(err)
         self.rec.outcomes[id(change)] = {"status": "failed", "error": msg}
         self.rec._error(_diff_key(change), msg)
 
@@ -1411,45 +1614,33 @@ class Writer:
             self.rec.graph_batches += 1
         return self.rec.policy_rules[role_id]
 
-    def _settle(self, uncertain):
-        """Re-read the targets whose answer was lost or doubtful; confirm, re-send once, or fail."""
-        states = self._reread([c for c, _r, _e in uncertain])
-        resend = []
-        for change, req, err in uncertain:
-            current = states.get(id(change))
-            if current is not None and _pim.plan_satisfied(change.plan, change.desired, current, self.rec.now):
-                self._applied(change, None, confirmed=True)
-            elif err.code in self.CONFIRMABLE or current is None:
-                self._failed(change, err)
-            else:
-                resend.append((change, req))
-        if not resend:
-            return
-        again, lagging = [], []
-        for start in range(0, len(resend), BATCH_SIZE):
-            self._send_chunk(resend[start : start + BATCH_SIZE], again, lagging, resend=True)
-        for change, _req, err in again + lagging:
-            self._failed(change, err)
-
     def _reread(self, changes):
-        """Current state of each change's target: the domain layer's reads, 20 per $batch."""
+        """Current state of each change's target: the domain layer's reads, 20 per $batch.
+
+        A target whose reads did not all succeed is left out (the caller reads it again).
+        """
         rounds = Rounds(self.client)
         answers = {}  # id(change) -> {name: items | GraphError}
+        expected = {}
         for change in changes:
             named = _pim.read_requests(change.kind, change.target, include_pending=change.plan.action == "cancel")
             got = answers.setdefault(id(change), {})
+            expected[id(change)] = len(named)
             for name, req in named:
 
                 def on_done(items, err, got=got, name=name):
                     got[name] = err if err is not None else items
 
                 rounds.add_list(req["url"], on_done)
-        rounds.run()
+        try:
+            rounds.run()
+        except GraphError:
+            pass  # what was answered before the failure counts; the rest is read again
         self.rec.graph_batches += rounds.batches
         out = {}
         for change in changes:
             got = answers[id(change)]
-            if any(isinstance(v, GraphError) for v in got.values()):
+            if len(got) < expected[id(change)] or any(isinstance(v, GraphError) for v in got.values()):
                 continue
             current = _pim.current_from_answers(change.kind, change.target, got.get("schedules"), got.get("requests"))
             if change.activated:

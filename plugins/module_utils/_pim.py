@@ -506,14 +506,62 @@ def plan_satisfied(p, desired, current, now):
     return True
 
 
+ALREADY_SO = frozenset({"RoleAssignmentExists", "RoleAssignmentDoesNotExist"})
+
+
+def settle(kind, target, p, desired, current, now, err=None, ours=True):
+    """What a re-read after a doubtful write means. Pure; one rule for the single modules and pim_access.
+
+    ``err``: Graph's refusal of the write (None after a lost answer); ``ours``: an earlier attempt
+    of ours may have been carried out (its answer was lost), so whatever is there may be our doing.
+    Returns ``(verdict, plan)``:
+
+    * ``("confirmed", None)``: the plan's effect is there and may be ours: report the change;
+    * ``("already", None)``: it is there, Graph said so (RoleAssignmentExists to an adminAssign,
+      RoleAssignmentDoesNotExist to an adminRemove) and no attempt of ours can have made it:
+      another writer did, e.g. the same task running in parallel. Nothing was changed by us;
+    * ``("resend", plan)``: not there; ``plan`` is what to send now: ``p`` when the target is
+      absent, an adminUpdate when Graph says the grant exists but the re-read shows another schedule;
+    * ``("refused", None)``: Graph's "already so" answer and the re-read disagree; the error stands.
+    """
+    current = current or empty_current()
+    if plan_satisfied(p, desired, current, now):
+        already = err is not None and err.code in ALREADY_SO and not ours
+        return ("already" if already else "confirmed"), None
+    if err is not None and err.code in ALREADY_SO:
+        if err.code == "RoleAssignmentExists" and p.action in ("create", "update") and current.schedule is not None:
+            again = plan(kind, target, desired, current, now)
+            if again.action == "update":
+                return "resend", again
+        return "refused", None
+    return "resend", p
+
+
+class Confirmer:
+    """A ``confirm()`` for ``execute``: re-reads the target and checks ``plan_satisfied``.
+
+    ``settle(err, ours)`` applies the shared rule (``settle`` above) to a fresh read; ``current`` is
+    the last read, ``p`` the plan being carried out (an adminUpdate after "exists, but differs").
+    """
+
+    def __init__(self, client, kind, target, desired, p, now):
+        self.client, self.kind, self.target, self.desired, self.p, self.now = client, kind, target, desired, p, now
+        self.current = None
+
+    def _read(self):
+        self.current = read_current(self.client, self.kind, self.target, include_pending=self.p.action == "cancel")
+        return self.current
+
+    def __call__(self):
+        return plan_satisfied(self.p, self.desired, self._read(), self.now)
+
+    def settle(self, err, ours):
+        return settle(self.kind, self.target, self.p, self.desired, self._read(), self.now, err, ours)
+
+
 def confirmer(client, kind, target, desired, p, now):
-    """A ``confirm()`` for ``execute``: re-read the target and check ``plan_satisfied``."""
-
-    def confirm():
-        current = read_current(client, kind, target, include_pending=p.action == "cancel")
-        return plan_satisfied(p, desired, current, now)
-
-    return confirm
+    """A ``confirm()`` for ``execute``: re-read the target and check ``plan_satisfied`` (see Confirmer)."""
+    return Confirmer(client, kind, target, desired, p, now)
 
 
 def diff(p):
@@ -524,9 +572,12 @@ def diff(p):
 # ------------------------------------------------------------------ writing
 
 
-Outcome = namedtuple("Outcome", "request confirmed")
+Outcome = namedtuple("Outcome", "request confirmed already plan")
+Outcome.__new__.__defaults__ = (False, None)
 Outcome.__doc__ = (
-    "request: Graph's answer (dict) or None; confirmed: True when state was re-read to confirm a lost answer."
+    "request: Graph's answer (dict) or None; confirmed: True when state was re-read to confirm a lost answer; "
+    "already: True when Graph answered 'already so' and the re-read agreed (another writer made the change); "
+    "plan: the plan carried out when it is not the one given (an adminUpdate after 'exists, but differs')."
 )
 
 # Codes that, after a lost or retried write, may just mean "your first attempt worked" (notes §6.2).
@@ -542,7 +593,9 @@ def execute(client, kind, p, confirm=None, sleep=time.sleep):
     * A lost answer (GraphError code ResponseLost, raised by the client instead of re-sending
       a POST) → re-read; done if it took effect, otherwise send once more.
     * RoleAssignmentExists / RoleAssignmentDoesNotExist → re-read; done if the state is
-      already what the plan wanted (Graph has answered these to writes it carried out).
+      already what the plan wanted (Graph has answered these to writes it carried out). When no
+      attempt of ours can have done it, ``Outcome.already``: another writer did (``settle``). A
+      grant that exists with another schedule is updated in place (``Outcome.plan``).
     * SubjectNotFound / RoleNotFound → retried a few times: new objects take a while to reach PIM.
     """
     kind = KINDS[kind] if isinstance(kind, str) else kind
@@ -554,25 +607,38 @@ def execute(client, kind, p, confirm=None, sleep=time.sleep):
                 lambda rid=request_id: client.post("%s/%s/cancel" % (kind.requests, rid), {}), confirm, sleep
             )
         return Outcome(None, False)
-    return _with_confirmation(lambda: client.post(kind.requests, p.body), confirm, sleep)
+    return _with_confirmation(lambda: client.post(kind.requests, p.body), confirm, sleep, client, kind)
 
 
-def _with_confirmation(send, confirm, sleep):
+def _with_confirmation(send, confirm, sleep, client=None, kind=None):
     lost = False
+    replanned = None
     lag_delays = list(LAG_DELAYS)
-    for _attempt in range(2 + len(LAG_DELAYS)):
+    for _attempt in range(3 + len(LAG_DELAYS)):
         try:
-            return Outcome(send(), False)
+            return Outcome(send(), False, False, replanned)
         except GraphError as err:
             if err.code == "ResponseLost":
                 if confirm is not None and confirm():
-                    return Outcome(None, True)
+                    return Outcome(None, True, False, replanned)
                 if lost:
                     raise
                 lost = True
                 continue
-            if err.code in _CONFIRMABLE and confirm is not None and confirm():
-                return Outcome(None, True)
+            if err.code in _CONFIRMABLE and confirm is not None:
+                if not hasattr(confirm, "settle"):
+                    if confirm():
+                        return Outcome(None, True)
+                    raise
+                verdict, again = confirm.settle(err, lost)
+                if verdict in ("confirmed", "already"):
+                    return Outcome(None, True, verdict == "already", replanned)
+                if verdict == "resend" and again is not None and again is not confirm.p and replanned is None:
+                    # Graph says the grant exists; the re-read shows another schedule: update it in place.
+                    replanned = confirm.p = again
+                    send = lambda body=again.body: client.post(kind.requests, body)  # noqa: E731
+                    continue
+                raise
             if err.code in _LAGGING and lag_delays:
                 sleep(lag_delays.pop(0))
                 continue
@@ -1121,10 +1187,32 @@ def run_schedule_module(module, kind, keep_pending=None, report=None, explain=No
     if module.check_mode or p.action == "none":
         return result
 
+    confirm = confirmer(client, kind, target, desired, p, now)
     try:
-        outcome = execute(client, kind, p, confirm=confirmer(client, kind, target, desired, p, now))
+        outcome = execute(client, kind, p, confirm=confirm)
     except GraphError as err:
-        raise explain(client, kind, err, target, p.body, current, rules)
+        raise explain(client, kind, err, target, (confirm.p or p).body, current, rules)
+    if outcome.already:
+        # Graph answered "already so" to our first attempt and the re-read agrees: another writer
+        # (the same task running in parallel) made this change, not us.
+        after = confirm.current or empty_current()
+        result.update(
+            changed=False,
+            changes=[
+                "the %s was already %s when written (Graph: another request made it meanwhile)"
+                % (kind.noun, "there" if p.action in ("create", "update") else "absent")
+            ],
+        )
+        result[kind.name] = describe(kind, target, after.window, after.schedule) if after.schedule else None
+        if module._diff:
+            result["diff"] = {"before": result[kind.name] or {}, "after": result[kind.name] or {}}
+        return result
+    if outcome.plan is not None:
+        # The grant appeared meanwhile with another schedule: it was updated in place instead.
+        p = outcome.plan
+        result["changes"] = p.reasons
+        if module._diff:
+            result["diff"] = diff(p)
     result[kind.name] = result_from_request(kind, target, outcome.request, p, now)
     if outcome.confirmed and p.action in ("create", "update"):
         # Graph's answer was lost but the re-read showed the change: report what is there.

@@ -113,23 +113,34 @@ options:
       - What this task owns. O(purge) removes only what is inside it, and every grant must be inside it.
       - Each key restricts one dimension; an omitted key does not restrict it. An omitted or empty boundary owns
         everything, so with O(purge=true) it manages every eligible and active assignment of the tenant.
+      - A key given as an empty list (for example O(boundary.principals=[]) from a variable that happens to be empty)
+        is refused before any request, naming the key; it would otherwise own everything along that dimension. To
+        own everything on purpose, omit the key.
     type: dict
     version_added: 0.1.0
     suboptions:
       principals:
-        description: Only these principals (same forms as O(grants[].principal)).
+        description:
+          - Only these principals (same forms as O(grants[].principal)).
+          - Omit it to own every principal; an empty list is refused.
         type: list
         elements: str
       roles:
-        description: Only these roles (display names or ids).
+        description:
+          - Only these roles (display names or ids).
+          - Omit it to own every role; an empty list is refused.
         type: list
         elements: str
       directory_scopes:
-        description: Only these scopes (V(/), C(/administrativeUnits/{id}) or an administrative unit's name).
+        description:
+          - Only these scopes (V(/), C(/administrativeUnits/{id}) or an administrative unit's name).
+          - Omit it to own every scope; an empty list is refused.
         type: list
         elements: str
       types:
-        description: Only these kinds of grant.
+        description:
+          - Only these kinds of grant.
+          - Omit it to own both kinds; an empty list is refused.
         type: list
         elements: str
         choices: [eligible, active]
@@ -303,14 +314,16 @@ summary:
       description: Entries O(purge) would have removed but that belong to O(protected_principals).
       type: int
     failed:
-      description: Writes Microsoft Graph refused, and removals refused by O(protect_last_global_admin).
+      description: Writes Microsoft Graph refused or that a fresh read shows were not applied, and removals refused by
+        O(protect_last_global_admin).
       type: int
     skipped:
       description: Bad grants that were skipped (O(fail_fast=false)).
       type: int
     unknown:
-      description: Items whose outcome is not known because the writes stopped on an error (RV(changes[].status=unknown)).
-        Present only when there are some.
+      description: Items whose outcome is not known: the writes stopped on an error before the item's
+        outcome was known, or a write's answer was lost and Microsoft Graph could not be read to tell
+        (RV(changes[].status=unknown)).
       type: int
   sample: {added: 998, updated: 1, removed: 3, cancelled: 0, unchanged: 1, protected: 1, failed: 0, skipped: 0}
 changes:
@@ -370,9 +383,17 @@ changes:
     status:
       description:
         - V(unchanged), V(planned) (check mode), V(applied), V(confirmed) (the answer was lost or doubtful and a
-          fresh read showed the change in place), V(failed), V(protected) or V(refused).
-        - V(unknown) when the writes stopped on an error before this item's outcome was known (the task fails
-          and still returns every item, so what was applied can be told apart).
+          fresh read showed the change in place), V(failed), V(unknown), V(protected) or V(refused).
+        - Each status is what Microsoft Graph holds. A write whose answer was lost, or answered 5xx, is read again
+          (a failed read is read again too) and sent again while Graph shows it absent, a bounded number of times.
+          V(failed) means Graph refused it or still shows it absent; V(unknown) only that its answer was lost and
+          Graph could not be read to tell.
+        - When Graph answers that the grant already exists (another task made it meanwhile, for example the same
+          task running in parallel) and a fresh read shows it as desired, the item is V(unchanged) with
+          RV(changes[].action=none) and does not make the task changed; if it exists with another schedule, it is
+          updated in place (RV(changes[].action=update)).
+        - V(unknown) also when the writes stopped on an error before this item's outcome was known (the task
+          fails and still returns every item, so what was applied can be told apart).
       type: str
     error:
       description: Why the item failed, in words.

@@ -6,6 +6,8 @@ Usage:
 
 The fault table has one row per operation and one column per fault, in the matrix's order; a
 cell the matrix does not run (``ops_for``) is "n/a", a cell with no record "not measured".
+The combined-fault table (test_bulk_outcomes.py) has one row per fault seed and the totals: items
+whose reported outcome differs from what Graph holds, duplicates and lost acknowledged writes.
 """
 
 from __future__ import annotations
@@ -95,6 +97,44 @@ def bad_input_table(records):
     return "\n".join(lines)
 
 
+COMBINED_KEYS = ("items", "mismatches", "duplicates", "lost_acknowledged", "failed_but_applied", "unknown")
+
+
+def combined_table(records):
+    """One row per seed (its last run) and a total row; the three tallies the fault suite reports."""
+    runs = {}
+    for rec in records:
+        runs[rec["seed"]] = rec
+    lines = [
+        "| fault seed | items | outcome ≠ Graph | duplicates | lost acknowledged writes | failed but applied "
+        "| unknown | statuses | faults injected |",
+        "|---" * 9 + "|",
+    ]
+    totals = dict.fromkeys(COMBINED_KEYS, 0)
+    for seed in sorted(runs):
+        t = runs[seed]["tallies"]
+        for key in COMBINED_KEYS:
+            totals[key] += int(t.get(key) or 0)
+        statuses = ", ".join("%s %d" % (k, n) for k, n in sorted((t.get("statuses") or {}).items()))
+        lines.append(
+            "| %s | %s | %s | %s | %s | %s | %s | %s | %s |"
+            % (
+                seed,
+                *(t.get(key, "") for key in COMBINED_KEYS),
+                statuses,
+                t.get("faults_fired", ""),
+            )
+        )
+    if runs:
+        lines.append("| **all %d runs** | %s |  |  |" % (len(runs), " | ".join(str(totals[k]) for k in COMBINED_KEYS)))
+    lines.append("")
+    lines.append(
+        "Runs: %d; %d items; %d outcomes differing from Graph, %d duplicates, %d lost acknowledged writes."
+        % (len(runs), totals["items"], totals["mismatches"], totals["duplicates"], totals["lost_acknowledged"])
+    )
+    return "\n".join(lines)
+
+
 def replace_block(text, marker, body):
     pattern = re.compile(r"(<!-- %s -->\n).*?(<!-- /%s -->)" % (marker, marker), re.DOTALL)
     if not pattern.search(text):
@@ -104,13 +144,17 @@ def replace_block(text, marker, body):
 
 def main(argv):
     faults = fault_table(load("faults"))
+    combined = combined_table(load("combined"))
     bad = bad_input_table(load("bad_input"))
     print(faults)
+    print()
+    print(combined)
     print()
     print(bad)
     if "--write" in argv:
         text = DOC.read_text(encoding="utf-8")
         text = replace_block(text, "fault-table", faults)
+        text = replace_block(text, "combined-faults", combined)
         text = replace_block(text, "bad-input-table", bad)
         DOC.write_text(text, encoding="utf-8")
     return 0

@@ -28,6 +28,7 @@ ROLES = [
 ]
 ROLE_UA = _resolve.Role(USER_ADMIN, "User Administrator", USER_ADMIN, True)
 PAGE = 100
+SALES_AU = "50000000-0000-4000-8000-000000000001"
 BASE = "/roleManagement/directory/"
 
 
@@ -84,9 +85,13 @@ class FakeGraph:
         self.writes = 0
         self.lose_write_chunks = 0  # how many chunks of writes lose their answer after being carried out
         self.fail_items = {}  # (principal id, action) -> (status, code)
+        self.drop_write_chunks = 0  # how many chunks of writes are lost before Graph runs them
+        self.fail_schedule_reads = 0  # how many schedule reads (batch items) after the first write answer 503
+        self.race = {}  # principal id -> scheduleInfo another writer gives it just before our write
         # role id -> (isExpirationRequired, maximumDuration) of Expiration_Admin_Eligibility and _Assignment
         self.expiry = {}
         self.policy_reads = 0
+        self.units = {SALES_AU}  # administrative unit ids
         self.add_assignment("10000000-0000-4000-8000-999999999999", GA)  # the tenant's only GA
 
     # ------------------------------------------------------------ state helpers
@@ -142,8 +147,18 @@ class FakeGraph:
     def batch(self, requests):
         assert len(requests) <= 20
         self.batches += 1
+        writes = any(r["method"] == "POST" and "ScheduleRequests" in r["url"] for r in requests)
+        if self.drop_write_chunks and writes:
+            self.drop_write_chunks -= 1
+            raise GraphError("lost before it ran", code="ResponseLost")
         out = []
         for req in requests:
+            reread = self.writes and req["method"] == "GET" and "Schedules?" in req["url"]
+            if self.fail_schedule_reads and reread:
+                self.fail_schedule_reads -= 1
+                error = {"error": {"code": "serviceNotAvailable", "message": "try later"}}
+                out.append({"id": req["id"], "status": 503, "headers": {}, "body": error})
+                continue
             status, body = self._dispatch(req["method"], req["url"], None, req.get("body"))
             out.append({"id": req["id"], "status": status, "headers": {}, "body": body})
         if self.lose_write_chunks and any(r["method"] == "POST" and "ScheduleRequests" in r["url"] for r in requests):
@@ -197,6 +212,13 @@ class FakeGraph:
     def _dispatch(self, method, url, params, body):
         parts = urlsplit(url)
         path = unquote(parts.path)
+        if method == "GET" and path.startswith("/directory/administrativeUnits/"):
+            unit = path.rsplit("/", 1)[-1]
+            if unit in self.units:
+                return 200, {"id": unit}
+            return 404, {
+                "error": {"code": "Request_ResourceNotFound", "message": "Resource '%s' does not exist" % unit}
+            }
         if method == "GET":
             return 200, self._get(path, dict(parse_qsl(parts.query)))
         if path == "/directoryObjects/getByIds":
@@ -216,6 +238,16 @@ class FakeGraph:
         return self._request(kind, body)
 
     def _request(self, kind, body):
+        scope = body["directoryScopeId"]
+        if scope.startswith("/administrativeUnits/") and scope.rsplit("/", 1)[-1] not in self.units:
+            return 400, {"error": {"code": "BadRequest", "message": "Invalid directoryScopeId '%s'" % scope}}
+        if body["principalId"] in self.race:
+            # Another writer (the same task in parallel) gets there first.
+            info = self.race.pop(body["principalId"])
+            self._add(kind, body["principalId"], body["roleDefinitionId"], None, "Direct")
+            self.schedules[kind][-1]["scheduleInfo"] = info
+            if kind == "assignment":
+                self.schedules[kind][-1]["assignmentType"] = "Assigned"
         key = (body["principalId"], body["action"])
         if key in self.fail_items:
             status, code = self.fail_items.pop(key)
@@ -742,3 +774,128 @@ def test_purge_cancels_a_future_eligibility_in_one_run():
     assert fake.keys("eligibility") == []
     again = run(fake, **kw)
     assert not again["changed"] and again["changes"] == [] and fake.writes == 1
+
+
+# ------------------------------------------------------------------ issue 14
+
+
+@pytest.mark.parametrize("key", ["principals", "roles", "directory_scopes", "types"])
+@pytest.mark.parametrize("value", [[], ["", "  "]])
+def test_empty_boundary_list_is_refused_before_any_request(key, value):
+    """Issue 14 point 4: ``boundary.<key>: []`` used to own everything and, with purge, remove it all."""
+    fake = FakeGraph(users=2)
+    fake.add_eligibility(user(0)["id"], USER_ADMIN)
+    fake.add_eligibility(user(1)["id"], USER_ADMIN)
+    with pytest.raises(InputError) as exc:
+        run(fake, boundary={key: value}, purge=True)
+    msg = exc.value.msg
+    assert msg.startswith("boundary.%s is an empty list" % key)
+    assert "omit boundary.%s to own" % key in msg
+    assert fake.batches == 0 and fake.plain == 0 and fake.writes == 0
+    assert len(fake.keys("eligibility")) == 2
+
+
+def test_omitted_boundary_key_still_owns_everything():
+    fake = FakeGraph(users=2)
+    fake.add_eligibility(user(0)["id"], USER_ADMIN)
+    result = run(fake, grants=[grant(1)], boundary={"roles": ["User Administrator"], "principals": None}, purge=True)
+    assert result["summary"]["added"] == 1 and result["summary"]["removed"] == 1
+
+
+BAD_AU = "50000000-0000-4000-8000-0000000000ff"
+
+
+@pytest.mark.parametrize("fail_fast", [True, False])
+def test_unknown_administrative_unit_is_a_bad_item_before_any_write(fail_fast):
+    """Issue 14 point 10: a scope id Graph only refuses at write time is checked with the lookups.
+
+    With fail_fast (the default) nothing at all is written; without it the bad grant is skipped.
+    """
+    fake = FakeGraph(users=3)
+    grants = [
+        grant(0),
+        grant(1, directory_scope="/administrativeUnits/" + SALES_AU),
+        grant(2, directory_scope="/administrativeUnits/" + BAD_AU),
+    ]
+    if fail_fast:
+        with pytest.raises(InputError) as exc:
+            run(fake, grants=grants)
+        assert fake.writes == 0 and fake.keys("eligibility") == []
+        assert "nothing was changed" in exc.value.msg
+        errors = exc.value.details["errors"]
+    else:
+        result = run(fake, grants=grants, fail_fast=False)
+        assert result["summary"]["added"] == 2 and result["summary"]["skipped"] == 1 and fake.writes == 2
+        errors = result["errors"]
+    assert len(errors) == 1 and errors[0]["item"].startswith("grants[2]")
+    assert "no administrative unit with the id '%s' exists" % BAD_AU in errors[0]["msg"]
+
+
+def test_exists_from_another_writer_is_unchanged_and_a_different_one_is_updated():
+    """Issue 14 point 14: RoleAssignmentExists to our first attempt, and a read agrees → changed: false."""
+    fake = FakeGraph(users=2)
+    pid0, pid1 = user(0)["id"], user(1)["id"]
+    same = {"startDateTime": "2026-11-29T10:00:00Z", "expiration": {"type": "afterDuration", "duration": "P180D"}}
+    other = {"startDateTime": "2026-11-29T10:00:00Z", "expiration": {"type": "afterDuration", "duration": "P30D"}}
+    fake.race = {pid0: same}
+    result = run(fake, grants=[grant(0)])
+    assert not result["changed"]
+    entry = result["changes"][0]
+    assert (entry["action"], entry["status"]) == ("none", "unchanged")
+    assert "already there" in entry["reasons"][0]
+    assert result["summary"]["unchanged"] == 1 and result["summary"]["added"] == 0
+    assert len(fake.requests["eligibility"]) == 0  # the other writer's schedule; ours was refused
+
+    # Exists, but with another schedule: updated in place, reported as an update.
+    fake.race = {pid1: other}
+    result = run(fake, grants=[grant(1)])
+    entry = result["changes"][0]
+    assert result["changed"] and (entry["action"], entry["status"]) == ("update", "applied")
+    assert result["summary"]["updated"] == 1 and result["summary"]["added"] == 0
+    assert [r["action"] for r in fake.requests["eligibility"]] == ["adminUpdate"]
+    assert [
+        s["scheduleInfo"]["expiration"]["duration"] for s in fake.schedules["eligibility"] if s["principalId"] == pid1
+    ] == ["P180D"]
+
+
+def test_504_after_a_lost_answer_is_sent_again_when_graph_shows_it_absent():
+    """Issue 14 point 12: a lost chunk (not run), then a 504 on the re-send, then the write lands."""
+    fake = FakeGraph(users=2)
+    fake.drop_write_chunks = 1
+    fake.fail_items[(user(1)["id"], "adminAssign")] = (504, "gatewayTimeout")
+    result = run(fake, grants=[grant(0), grant(1)])
+    assert [c["status"] for c in result["changes"]] == ["applied", "applied"]
+    assert len(fake.keys("eligibility")) == 2 and len(fake.requests["eligibility"]) == 2
+
+
+def test_failed_reread_is_read_again_so_an_applied_item_is_never_failed():
+    """Issue 14 point 12: the answer is lost after the write ran and the first re-read fails too."""
+    fake = FakeGraph(users=2)
+    fake.lose_write_chunks = 1
+    fake.fail_schedule_reads = 2  # the first re-read of both targets answers 503 (past the client's retries)
+    result = run(fake, grants=[grant(0), grant(1)])
+    assert [c["status"] for c in result["changes"]] == ["confirmed", "confirmed"]
+    assert len(fake.requests["eligibility"]) == 2  # nothing sent twice
+
+
+def test_unreadable_outcome_is_unknown_and_says_the_answer_was_lost():
+    fake = FakeGraph(users=1)
+    fake.lose_write_chunks = 1
+    fake.fail_schedule_reads = 1000
+    with pytest.raises(PimError) as exc:
+        run(fake, grants=[grant(0)])
+    details = exc.value.details
+    assert details["summary"]["unknown"] == 1 and details["summary"]["failed"] == 0
+    assert details["changes"][0]["status"] == "unknown"
+    assert "the answer was lost" in details["changes"][0]["error"]
+    assert "unknown outcome (the answer was lost)" in exc.value.msg
+    assert len(fake.requests["eligibility"]) == 1  # never re-sent blind
+
+
+def test_absent_after_every_resend_is_failed_and_absent():
+    fake = FakeGraph(users=1)
+    fake.drop_write_chunks = 1 + _bulk.Writer.SETTLE_ROUNDS
+    result = run(fake, grants=[grant(0)], fail_fast=False)
+    entry = result["changes"][0]
+    assert entry["status"] == "failed" and "shows it absent after" in entry["error"]
+    assert fake.keys("eligibility") == []

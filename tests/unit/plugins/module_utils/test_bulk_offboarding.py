@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from ansible_collections.entra.pim.plugins.module_utils import _bulk, _resolve
-from ansible_collections.entra.pim.plugins.module_utils._errors import GraphError, PimError
+from ansible_collections.entra.pim.plugins.module_utils._errors import AuthError, GraphError, PimError
 
 _spec = importlib.util.spec_from_file_location(
     "bulk_fakes_offboarding", Path(__file__).resolve().parent / "test_bulk.py"
@@ -126,7 +126,7 @@ def test_a_protected_principal_keeps_its_own_requests():
 
 
 def test_an_interrupted_write_still_reports_what_was_applied(monkeypatch):
-    """The writes stop on an error no item can carry (the re-read fails): applied items stay applied."""
+    """The writes stop on an error no item can carry (sign-in refused mid-run): applied items stay applied."""
     fake = fakes.FakeGraph(users=25)
     fake.lose_write_chunks = 0
     grants = [fakes.grant(i) for i in range(25)]
@@ -136,11 +136,8 @@ def test_an_interrupted_write_still_reports_what_was_applied(monkeypatch):
     def batch(requests):
         if any(r["method"] == "POST" and "ScheduleRequests" in r["url"] for r in requests):
             calls["writes"] += 1
-            if calls["writes"] == 2:  # the second chunk (5 items) is carried out, its answer is lost
-                real_batch(requests)
-                raise GraphError("lost", code="ResponseLost")
-        elif calls["writes"] >= 2:  # and the re-read that would settle it fails
-            raise GraphError("Graph answered 503", status=503, code="serviceNotAvailable")
+            if calls["writes"] == 2:  # the second chunk (5 items) never leaves: the token is refused
+                raise AuthError("Authentication failed: the identity platform refused the new token")
         return real_batch(requests)
 
     monkeypatch.setattr(fake, "batch", batch)
@@ -153,7 +150,7 @@ def test_an_interrupted_write_still_reports_what_was_applied(monkeypatch):
     assert details["summary"]["added"] == 20 and details["summary"]["unknown"] == 5
     unknown = [c for c in details["changes"] if c["status"] == "unknown"]
     assert all("not known whether it was applied" in c["error"] for c in unknown)
-    assert "503" in info.value.msg
+    assert "Authentication failed" in info.value.msg
 
 
 def test_reconcile_result_lists_an_interrupted_run_in_fail_kwargs(monkeypatch):

@@ -856,3 +856,76 @@ def test_above_policy_message_names_the_option_and_the_way_out():
     assert pim.schedule_option({"end": "2027-01-01"}) == "end '2027-01-01'"
     assert pim.schedule_option({"permanent": True}) == "permanent=true"
     assert pim.schedule_option({}).startswith("no end")
+
+
+# ------------------------------------------------------------------ issue 14: "already so" from another writer
+
+
+def test_settle_is_one_rule_for_already_there_confirmed_update_and_refused():
+    exists = GraphError("x", status=400, code="RoleAssignmentExists")
+    p = pim.plan("eligibility", TARGET, want(permanent=True), current_of(), NOW)
+    there = current_of([schedule()])
+    # Graph says it exists, a read agrees, and no attempt of ours can have made it: another writer did.
+    assert pim.settle("eligibility", TARGET, p, want(permanent=True), there, NOW, exists, ours=False) == (
+        "already",
+        None,
+    )
+    # The same after our own lost answer: it may be ours, so it is reported as our change.
+    assert pim.settle("eligibility", TARGET, p, want(permanent=True), there, NOW, exists, ours=True)[0] == "confirmed"
+    assert pim.settle("eligibility", TARGET, p, want(permanent=True), there, NOW, None, ours=True)[0] == "confirmed"
+    # It exists with another schedule: an adminUpdate in place.
+    verdict, again = pim.settle(
+        "eligibility", TARGET, p, want(permanent=True), current_of([schedule(end="2027-01-01T00:00:00Z")]), NOW, exists
+    )
+    assert verdict == "resend" and again.action == "update" and again.body["action"] == "adminUpdate"
+    # Graph says it exists, the read shows nothing: the refusal stands; a lost answer and nothing there: send again.
+    assert pim.settle("eligibility", TARGET, p, want(permanent=True), current_of(), NOW, exists) == ("refused", None)
+    assert pim.settle("eligibility", TARGET, p, want(permanent=True), current_of(), NOW, lost()) == ("resend", p)
+    # Removal: RoleAssignmentDoesNotExist to our first adminRemove, and it is gone: another writer removed it.
+    gone = GraphError("x", status=400, code="RoleAssignmentDoesNotExist")
+    rm = pim.plan("eligibility", TARGET, pim.Desired("absent"), there, NOW)
+    assert pim.settle("eligibility", TARGET, rm, pim.Desired("absent"), current_of(), NOW, gone, False)[0] == "already"
+
+
+class _Settler:
+    """A confirm() with the shared rule, answering from a fixed re-read."""
+
+    def __init__(self, p, current):
+        self.p, self.current = p, current
+
+    def __call__(self):
+        return pim.plan_satisfied(self.p, want(permanent=True), self.current, NOW)
+
+    def settle(self, err, ours):
+        return pim.settle("eligibility", TARGET, self.p, want(permanent=True), self.current, NOW, err, ours)
+
+
+def test_execute_reports_already_when_another_writer_made_the_grant():
+    p = pim.plan("eligibility", TARGET, want(permanent=True), current_of(), NOW)
+    exists = GraphError("x", status=400, code="RoleAssignmentExists")
+    client = Recorder([exists])
+    out = pim.execute(client, "eligibility", p, confirm=_Settler(p, current_of([schedule()])))
+    assert out.already and out.confirmed and len(client.posts) == 1
+    # After our own lost answer, Exists on the re-send may be our first attempt: not "already".
+    client = Recorder([lost(), exists])
+    out = pim.execute(client, "eligibility", p, confirm=_Confirming(p))
+    assert out.confirmed and not out.already and len(client.posts) == 2
+    # Exists with another schedule: the same request becomes an adminUpdate.
+    client = Recorder([exists, {"id": "upd"}])
+    out = pim.execute(client, "eligibility", p, confirm=_Settler(p, current_of([schedule(end="2027-01-01T00:00:00Z")])))
+    assert out.request == {"id": "upd"} and out.plan.action == "update"
+    assert [body["action"] for _path, body in client.posts] == ["adminAssign", "adminUpdate"]
+
+
+class _Confirming(_Settler):
+    """Absent at the first read (the lost answer was not carried out), there afterwards."""
+
+    def __init__(self, p):
+        super().__init__(p, current_of())
+        self.reads = 0
+
+    def __call__(self):
+        self.reads += 1
+        result = super().__call__()
+        self.current = current_of([schedule()])
+        return result
