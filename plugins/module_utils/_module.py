@@ -29,12 +29,67 @@ from ansible_collections.entra.pim.plugins.module_utils._errors import PimError
 from ansible_collections.entra.pim.plugins.module_utils._graph import GraphClient
 
 
+def _what(value):
+    return {list: "a list", dict: "a dictionary", type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def _shown(value, secret):
+    if secret or value is None:
+        return ""
+    text = repr(value)
+    return " %s" % (text if len(text) <= 80 else text[:80] + "...")
+
+
+def shape_errors(spec, params, prefix=""):
+    """Values whose shape the argument spec cannot hold, as messages naming the option: a list or dict given
+    to a string option, or a null, list or dict as an item of a list of strings, at any depth (suboptions of
+    dicts and of lists of dicts, such as ``grants[3].role``).
+
+    Ansible turns these into their text (``['alice']``) without a word, and the module would then look up
+    a principal named ``['alice']`` and report it "not found". Checked on the raw parameters, before
+    Ansible converts them.
+    """
+    errors = []
+    if not isinstance(params, dict):
+        return errors
+    for name, opt in spec.items():
+        for key in [name] + list(opt.get("aliases") or []):
+            if key not in params:
+                continue
+            value, label, kind = params[key], prefix + key, opt.get("type", "str")
+            secret = bool(opt.get("no_log"))
+            if kind == "str" and isinstance(value, (list, dict)):
+                errors.append(
+                    "%s must be a single string, got %s%s; give one value"
+                    % (label, _what(value), _shown(value, secret))
+                )
+            elif kind == "list" and isinstance(value, list):
+                elements = opt.get("elements")
+                for index, item in enumerate(value):
+                    item_label = "%s[%d]" % (label, index)
+                    if elements == "str" and (item is None or isinstance(item, (list, dict))):
+                        errors.append(
+                            "%s must be a string, got %s%s; give a list of strings"
+                            % (item_label, _what(item), _shown(item, secret))
+                        )
+                    elif elements == "dict" and item is None:
+                        errors.append("%s is null; expected a dictionary of the item's options" % item_label)
+                    elif elements == "dict" and opt.get("options") and isinstance(item, dict):
+                        errors.extend(shape_errors(opt["options"], item, item_label + "."))
+            elif kind == "dict" and opt.get("options") and isinstance(value, dict):
+                errors.extend(shape_errors(opt["options"], value, label + "."))
+    return errors
+
+
 class PimModule(AnsibleModule):
     def __init__(self, argument_spec, **kwargs):
         spec = copy.deepcopy(AUTH_ARGSPEC)
         spec.update(argument_spec or {})
+        self._shape_errors = []
         self._checking_arguments = True
         super().__init__(argument_spec=spec, **kwargs)
+        if self._shape_errors:
+            self.fail_json(msg="; ".join(self._shape_errors))
         self._checking_arguments = False
         for ok, name, error in (
             (HAS_REQUESTS, "requests", REQUESTS_IMPORT_ERROR),
@@ -49,6 +104,11 @@ class PimModule(AnsibleModule):
             )
         self._client = None
 
+    def _load_params(self):
+        super()._load_params()
+        # Before Ansible's conversions hide them (see shape_errors); reported after its own checks run.
+        self._shape_errors = shape_errors(self.argument_spec, self.params)
+
     def fail_json(self, msg, **kwargs):
         if getattr(self, "_checking_arguments", False):
             msg = self._clearest_argument_error(msg)
@@ -57,6 +117,8 @@ class PimModule(AnsibleModule):
     def _clearest_argument_error(self, msg):
         """Ansible reports the first argument error; when that is the no_log scan tripping over a value
         of the wrong type (``grants: alice``), the conversion error after it names the option instead."""
+        if getattr(self, "_shape_errors", None):
+            return "; ".join(self._shape_errors)
         result = getattr(self, "validation_result", None)
         errors = list(getattr(result, "errors", None) or [])
         if errors and isinstance(errors[0], NoLogError):

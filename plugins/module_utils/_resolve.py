@@ -653,17 +653,42 @@ class Resolver:
         return directory_scope_from_answer(value, units)
 
 
-def directory_scope_local(value):
-    """The directoryScopeId when it needs no lookup, else None (an administrative unit's name)."""
-    value = (value or "/").strip()
+def scope_option(value, option="directory_scope"):
+    """The one rule for every scope-like option: omitted (None) is the whole tenant, ``/``; an empty or
+    blank string is refused, naming ``option``.
+
+    An unset template variable renders as ``""`` (and ``null`` reaches a module as ``""``): reading
+    that as the tenant would silently turn an administrative-unit grant into a tenant-wide one.
+    Returns the value stripped.
+    """
+    if value is None:
+        return "/"
+    if not isinstance(value, str):
+        raise InputError("%s must be a string; expected '/' for the whole tenant or an administrative unit" % option)
+    text = value.strip()
+    if not text:
+        raise InputError(
+            "%s is empty (%r); omit it or give '/' for the whole tenant, or give an administrative unit as "
+            "'/administrativeUnits/{id}', its object id or its display name. An empty value is refused so that "
+            "an unset variable never widens a grant to the whole tenant" % (option, value)
+        )
+    return text
+
+
+def directory_scope_local(value, option="directory_scope"):
+    """The directoryScopeId when it needs no lookup, else None (an administrative unit's name).
+
+    ``value`` None is the tenant ``/``; an empty or blank string is refused (``scope_option``).
+    """
+    value = scope_option(value, option)
     if value == "/":
         return "/"
     if value.lower().startswith("/administrativeunits/"):
         unit = value[len("/administrativeUnits/") :].rstrip("/")
-        return "/administrativeUnits/" + require_guid(unit, "directory_scope administrative unit id")
+        return "/administrativeUnits/" + require_guid(unit, "%s administrative unit id" % option)
     if value.startswith("/"):
         # Graph also takes a directory object's id as a scope, e.g. "/{application object id}".
-        return "/" + require_guid(value[1:].rstrip("/"), "directory_scope object id")
+        return "/" + require_guid(value[1:].rstrip("/"), "%s object id" % option)
     if is_guid(value):
         return "/administrativeUnits/" + value.lower()
     return None

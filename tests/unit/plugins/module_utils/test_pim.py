@@ -856,3 +856,24 @@ def test_above_policy_message_names_the_option_and_the_way_out():
     assert pim.schedule_option({"end": "2027-01-01"}) == "end '2027-01-01'"
     assert pim.schedule_option({"permanent": True}) == "permanent=true"
     assert pim.schedule_option({}).startswith("no end")
+
+
+# ------------------------------------------------------------------ issue 14: the info modules' filters
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"directory_scope": ""}, "directory_scope is empty"),
+        ({"directory_scope": "  "}, "directory_scope is empty"),
+        ({"expiring_within": "P99999999D"}, "expiring_within 'P99999999D' is too long"),
+        ({"expiring_within": "PT0.5S"}, "expiring_within 'PT0.5S' must be longer than zero"),
+        ({"expiring_within": ""}, "expiring_within '' is not an ISO 8601 duration"),
+    ],
+)
+def test_list_filters_refuse_empty_and_out_of_range_values(kwargs, message):
+    """An empty scope filter used to mean "every scope"; an empty one is refused, an omitted one is every scope."""
+    with pytest.raises(InputError) as err:
+        pim.check_list_filters(**kwargs)
+    assert err.value.msg.startswith(message)
+    pim.check_list_filters(directory_scope=None, expiring_within=None)
