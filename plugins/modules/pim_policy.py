@@ -30,6 +30,7 @@ options:
   roles:
     description:
       - The roles to configure, each a display name (case-insensitive), a role definition id or a template id.
+      - An empty list is refused.
     type: list
     elements: str
     required: true
@@ -38,6 +39,7 @@ options:
   scope:
     description:
       - The scope of the role settings. Directory roles have role settings at the tenant scope only.
+      - An empty or blank value is refused, as for every scope option; omit it or give V(/).
     type: str
     default: /
     version_added: 0.1.0

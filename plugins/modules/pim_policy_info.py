@@ -29,7 +29,7 @@ options:
   roles:
     description:
       - The roles to read, each a display name (case-insensitive), a role definition id or a template id.
-      - Omit it to read the settings of every directory role.
+      - Omit it to read the settings of every directory role. An empty list is refused; it never means every role.
     type: list
     elements: str
     aliases: [role]
