@@ -14,6 +14,7 @@ every failure into one ``fail_json``: our errors with their fields, anything els
 from __future__ import annotations
 
 import copy
+import os
 import traceback
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
@@ -81,6 +82,32 @@ def shape_errors(spec, params, prefix=""):
     return errors
 
 
+# The connection options that are numbers, with what a person can mean by them. Out of these bounds the
+# HTTP stack fails in its own words (a negative timeout is a ValueError, a huge one an OverflowError),
+# and a timeout of 0 was quietly read as the default.
+NUMBER_RANGES = {
+    "request_timeout": (1, 3600, "a whole number of seconds"),
+    "max_retries": (0, 100, "a whole number of retries (0 disables them)"),
+    "max_retry_wait": (0, 3600, "a whole number of seconds"),
+}
+
+
+def connection_errors(params):
+    """What is wrong with the shared connection options that Ansible's types let through, as messages."""
+    errors = []
+    for name, (low, high, what) in NUMBER_RANGES.items():
+        value = params.get(name)
+        if value is not None and not low <= value <= high:
+            errors.append("%s %s is out of range; expected %s from %d to %d" % (name, value, what, low, high))
+    ca_bundle = params.get("ca_bundle")
+    if ca_bundle is not None and not (os.path.isfile(ca_bundle) and os.access(ca_bundle, os.R_OK)):
+        errors.append(
+            "ca_bundle '%s' is not a readable file; expected a PEM file of certificate authorities (for the PIM "
+            "sandbox, its ca.pem)" % ca_bundle
+        )
+    return errors
+
+
 class PimModule(AnsibleModule):
     def __init__(self, argument_spec, **kwargs):
         spec = copy.deepcopy(AUTH_ARGSPEC)
@@ -91,6 +118,9 @@ class PimModule(AnsibleModule):
         if self._shape_errors:
             self.fail_json(msg="; ".join(self._shape_errors))
         self._checking_arguments = False
+        bad_connection = connection_errors(self.params)
+        if bad_connection:
+            self.fail_json(msg="; ".join(bad_connection))
         for ok, name, error in (
             (HAS_REQUESTS, "requests", REQUESTS_IMPORT_ERROR),
             (HAS_MSAL, "msal", MSAL_IMPORT_ERROR),

@@ -253,3 +253,22 @@ def test_a_list_or_dict_for_a_string_option_fails_before_the_task_runs(capsys, v
     result = run(capsys, {"role": value}, lambda m: called.append(m) or {})
     assert result["failed"] and result["msg"].startswith("role must be a single string, got a "), result["msg"]
     assert called == [] and "exception" not in result
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        # Issue 14, point 7: a negative timeout was a ValueError from requests, a huge one an OverflowError.
+        ({"request_timeout": -1}, "request_timeout -1 is out of range; expected a whole number of seconds from 1"),
+        ({"request_timeout": 10**20}, "request_timeout 100000000000000000000 is out of range"),
+        ({"request_timeout": 0}, "request_timeout 0 is out of range"),
+        ({"max_retries": -1}, "max_retries -1 is out of range"),
+        ({"max_retry_wait": -5}, "max_retry_wait -5 is out of range"),
+        ({"ca_bundle": "/nonexistent/ca.pem"}, "ca_bundle '/nonexistent/ca.pem' is not a readable file"),
+    ],
+)
+def test_connection_options_out_of_range_fail_before_the_task_runs(capsys, args, message):
+    called = []
+    result = run(capsys, dict({"access_token": make_jwt(), "role": "x"}, **args), lambda m: called.append(m) or {})
+    assert result["failed"] and result["msg"].startswith(message), result["msg"]
+    assert called == [] and "exception" not in result
