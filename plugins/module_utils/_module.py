@@ -43,8 +43,8 @@ def _shown(value, secret):
 
 def shape_errors(spec, params, prefix=""):
     """Values whose shape the argument spec cannot hold, as messages naming the option: a list or dict given
-    to a string option, or a null, list or dict as an item of a list of strings, at any depth (suboptions of
-    dicts and of lists of dicts, such as ``grants[3].role``).
+    to a string option, or a null, empty, list or dict item in a list of strings, at any depth (suboptions
+    of dicts and of lists of dicts, such as ``grants[3].role``).
 
     Ansible turns these into their text (``['alice']``) without a word, and the module would then look up
     a principal named ``['alice']`` and report it "not found". Checked on the raw parameters, before
@@ -73,6 +73,10 @@ def shape_errors(spec, params, prefix=""):
                             "%s must be a string, got %s%s; give a list of strings"
                             % (item_label, _what(item), _shown(item, secret))
                         )
+                    elif elements == "str" and isinstance(item, str) and not item.strip():
+                        # An unset variable in a list: a protected principal or a boundary entry that
+                        # silently stands for nothing.
+                        errors.append("%s is empty; remove it from the list or give a value" % item_label)
                     elif elements == "dict" and item is None:
                         errors.append("%s is null; expected a dictionary of the item's options" % item_label)
                     elif elements == "dict" and opt.get("options") and isinstance(item, dict):

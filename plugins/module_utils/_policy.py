@@ -996,7 +996,10 @@ def resolve_approvers(client, resolver, approvers):
         if known:
             plan.append((index, value, kind, known, []))
             continue
-        pairs = resolver.principal_requests(value, kind)
+        try:
+            pairs = resolver.principal_requests(value, kind)
+        except InputError as err:  # an empty name: named by its place in the list
+            raise InputError("settings.activation.approvers[%d]: %s" % (index, err.msg), setting="activation.approvers")
         plan.append((index, value, kind, None, [pair[0] for pair in pairs]))
         requests.extend(pair[1] for pair in pairs)
     answers = _send(client, requests)

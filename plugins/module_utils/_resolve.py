@@ -32,7 +32,7 @@ from collections import namedtuple
 from urllib.parse import quote
 
 from ansible_collections.entra.pim.plugins.module_utils._auth import CacheFiles
-from ansible_collections.entra.pim.plugins.module_utils._errors import AuthError, GraphError, InputError
+from ansible_collections.entra.pim.plugins.module_utils._errors import AuthError, GraphError, InputError, shown
 from ansible_collections.entra.pim.plugins.module_utils._graph import odata_quote
 
 Role = namedtuple("Role", "id display_name template_id is_built_in")
@@ -83,7 +83,7 @@ def require_guid(value, what):
     if not is_guid(value):
         raise InputError(
             "%s '%s' is not a valid GUID; expected an object id like 00000000-0000-0000-0000-000000000000"
-            % (what, value)
+            % (what, shown(value))
         )
     return value.lower()
 
@@ -513,7 +513,7 @@ class Resolver:
         names = {(r.display_name or "").casefold(): r.display_name for r in self.all_roles()}
         close = difflib.get_close_matches(wanted, list(names), n=5, cutoff=0.6)
         hint = "; did you mean %s?" % ", ".join("'%s'" % names[c] for c in close) if close else ""
-        raise InputError("role '%s' not found among %d role definitions%s" % (value, len(names), hint))
+        raise InputError("role '%s' not found among %d role definitions%s" % (shown(value), len(names), hint))
 
     def roles(self, names):
         """Several roles with one role-list read; the first unknown one raises."""
@@ -607,7 +607,7 @@ class Resolver:
                 "group": "groups (by id, display name or mail)",
                 "service_principal": "service principals (by id, display name or appId)",
             }[principal_type]
-            raise InputError("%s '%s' not found; searched %s" % (what, value, searched))
+            raise InputError("%s '%s' not found; searched %s" % (what, shown(value), searched))
         raise InputError(
             "%s '%s' is ambiguous: %d objects match: %s; give the object id (or set principal_type)"
             % (what, value, len(unique), _candidates(unique))
@@ -715,7 +715,7 @@ def directory_scope_from_answer(value, units):
     if not units:
         raise InputError(
             "directory_scope '%s' is neither '/', '/administrativeUnits/{id}' nor the name of an "
-            "administrative unit" % value
+            "administrative unit" % shown(value)
         )
     raise InputError(
         "directory_scope '%s' matches %d administrative units: %s; give '/administrativeUnits/{id}' instead"

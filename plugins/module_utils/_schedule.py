@@ -25,7 +25,7 @@ import re
 from collections import namedtuple
 from datetime import datetime, timedelta, timezone
 
-from ansible_collections.entra.pim.plugins.module_utils._errors import InputError
+from ansible_collections.entra.pim.plugins.module_utils._errors import InputError, shown
 
 UTC = timezone.utc
 
@@ -95,7 +95,7 @@ def parse_datetime(value, option="start"):
         if not match:
             raise InputError(
                 "%s '%s' is not an ISO 8601 datetime; expected e.g. 2026-11-29T10:00:00Z "
-                "(a time without a timezone is taken as UTC)" % (option, _shown(value))
+                "(a time without a timezone is taken as UTC)" % (option, shown(value))
             )
         frac = (match.group("frac") or "")[:6].ljust(6, "0")
         try:
@@ -155,13 +155,13 @@ def parse_duration(value, option="duration"):
         text = value.strip().upper()
         match = _DURATION_RE.match(text)
         if not match:
-            raise InputError("%s '%s' is not %s" % (option, _shown(value), _DURATION_EXAMPLES))
+            raise InputError("%s '%s' is not %s" % (option, shown(value), _DURATION_EXAMPLES))
         parts = match.groupdict()
         if parts["years"] or parts["months"]:
             raise InputError(
                 "%s '%s' uses years or months, which have no fixed length in Graph; "
                 "give days instead (e.g. P365D for a year, P30D for a month): write P365D rather than P1Y"
-                % (option, _shown(value))
+                % (option, shown(value))
             )
         try:
             delta = timedelta(
@@ -175,7 +175,7 @@ def parse_duration(value, option="duration"):
             raise InputError(
                 "%s '%s' is too long: it would end after %s, the latest date Graph accepts; expected %s, "
                 "or no end at all (permanent) where the option allows it"
-                % (option, _shown(value), LATEST.strftime("%Y-%m-%d"), _DURATION_EXAMPLES)
+                % (option, shown(value), LATEST.strftime("%Y-%m-%d"), _DURATION_EXAMPLES)
             )
         if parts["sign"]:
             delta = -delta
@@ -186,19 +186,13 @@ def parse_duration(value, option="duration"):
         raise InputError(
             "%s '%s' must be longer than zero, and at least one second once cut to whole seconds (Graph keeps "
             "durations to the second, so PT0.5S would be sent as PT0S); expected %s"
-            % (option, _shown(value), _DURATION_EXAMPLES)
+            % (option, shown(value), _DURATION_EXAMPLES)
         )
     return delta
 
 
 def _whole(delta):
     return timedelta(days=delta.days, seconds=delta.seconds)
-
-
-def _shown(value, limit=80):
-    """A user's value for a message: as given, but never a page of text."""
-    text = str(value)
-    return text if len(text) <= limit else text[:limit] + "... (%d characters)" % len(text)
 
 
 def end_after(base, delta, option="duration", value=None):
@@ -213,7 +207,7 @@ def end_after(base, delta, option="duration", value=None):
             "or no end at all (permanent) where the option allows it"
             % (
                 option,
-                _shown(value if value is not None else format_duration(delta)),
+                shown(value if value is not None else format_duration(delta)),
                 LATEST.strftime("%Y-%m-%d"),
                 _DURATION_EXAMPLES,
             )
@@ -396,7 +390,8 @@ def desired_end(desired, current_start, now):
     base = desired.start if desired.start is not None and desired.start > now else None
     if base is None:
         base = current_start if current_start is not None else now
-    return True, base + desired.duration
+    # Counted from a schedule that starts late in 9999, even a short duration has no date to end on.
+    return True, end_after(base, desired.duration)
 
 
 def differences(desired, current, now, tolerance=END_TOLERANCE):

@@ -229,6 +229,7 @@ NESTED_SPEC = dict(
         ({"grants": [{"principal": "a"}, None]}, "grants[1] is null"),
         ({"boundary": {"principals": ["a", ["b"]]}}, "boundary.principals[1] must be a string, got a list"),
         ({"name": [None]}, "name[0] must be a string, got null"),
+        ({"boundary": {"principals": ["a", "  "]}}, "boundary.principals[1] is empty; remove it"),
     ],
 )
 def test_shape_errors_name_the_option_at_any_depth(params, message):

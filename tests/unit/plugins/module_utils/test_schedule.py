@@ -422,3 +422,12 @@ def test_end_after_refuses_an_overflowing_sum():
         s.end_after(NOW, timedelta(days=999999999), "expiring_within", "P999999999D")
     assert err.value.msg.startswith("expiring_within 'P999999999D' is too long")
     assert s.end_after(NOW, timedelta(days=1)) == NOW + timedelta(days=1)
+
+
+def test_a_duration_counted_from_a_schedule_starting_in_9999_is_refused_not_an_overflow():
+    """A schedule Graph holds may start on 9999-12-31; P1D from there used to be an OverflowError."""
+    desired = s.desired_schedule(duration="P1D", now=NOW)
+    current = s.Window(datetime(9999, 12, 31, 12, 0, tzinfo=UTC), None)
+    with pytest.raises(InputError) as err:
+        s.differences(desired, current, NOW)
+    assert err.value.msg.startswith("duration 'P1D' is too long")
