@@ -59,7 +59,7 @@ def shape_errors(spec, params, prefix=""):
                 continue
             value, label, kind = params[key], prefix + key, opt.get("type", "str")
             secret = bool(opt.get("no_log"))
-            if kind == "str" and isinstance(value, (list, dict)):
+            if kind in ("str", "path") and isinstance(value, (list, dict)):
                 errors.append(
                     "%s must be a single string, got %s%s; give one value"
                     % (label, _what(value), _shown(value, secret))
