@@ -59,6 +59,12 @@ def shape_errors(spec, params, prefix=""):
                 continue
             value, label, kind = params[key], prefix + key, opt.get("type", "str")
             secret = bool(opt.get("no_log"))
+            if _not_text(value):
+                errors.append(
+                    "%s holds characters that are not valid Unicode text (a lone surrogate such as \\udcff); "
+                    "give text that can be written as UTF-8" % label
+                )
+                continue
             if kind in ("str", "path") and isinstance(value, (list, dict)):
                 errors.append(
                     "%s must be a single string, got %s%s; give one value"
@@ -112,6 +118,21 @@ def connection_errors(params):
     return errors
 
 
+def _not_text(value):
+    """A string (at any depth) that cannot be written as UTF-8: Ansible's own logging would raise on it."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+        return False
+    if isinstance(value, dict):
+        return any(_not_text(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_not_text(v) for v in value)
+    return False
+
+
 class PimModule(AnsibleModule):
     def __init__(self, argument_spec, **kwargs):
         spec = copy.deepcopy(AUTH_ARGSPEC)
@@ -142,6 +163,13 @@ class PimModule(AnsibleModule):
         super()._load_params()
         # Before Ansible's conversions hide them (see shape_errors); reported after its own checks run.
         self._shape_errors = shape_errors(self.argument_spec, self.params)
+
+    def _log_invocation(self):
+        # Logging the parameters is where Ansible trips over a lone surrogate (UnicodeEncodeError, a
+        # traceback); with a shape error pending, the task fails with it instead (see __init__).
+        if self._shape_errors:
+            return
+        super()._log_invocation()
 
     def fail_json(self, msg, **kwargs):
         if getattr(self, "_checking_arguments", False):

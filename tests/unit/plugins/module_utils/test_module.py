@@ -273,3 +273,11 @@ def test_connection_options_out_of_range_fail_before_the_task_runs(capsys, args,
     result = run(capsys, dict({"access_token": make_jwt(), "role": "x"}, **args), lambda m: called.append(m) or {})
     assert result["failed"] and result["msg"].startswith(message), result["msg"]
     assert called == [] and "exception" not in result
+
+
+def test_a_lone_surrogate_is_refused_by_name_not_a_traceback(capsys):
+    """ansible-core raised UnicodeEncodeError logging such a value (a traceback, no message)."""
+    called = []
+    result = run(capsys, {"access_token": make_jwt(), "role": "alice\udcff"}, lambda m: called.append(m) or {})
+    assert result["failed"] and result["msg"].startswith("role holds characters that are not valid Unicode")
+    assert called == [] and "exception" not in result
