@@ -154,7 +154,8 @@ options:
   ca_bundle:
     description:
       - A PEM file of certificate authorities to trust for Microsoft Graph and the sign-in host, instead of the
-        system's. Use it for a TLS-inspecting proxy or the PIM sandbox (its C(ca.pem)).
+        system's. Use it for a TLS-inspecting proxy or the PIM sandbox (its C(ca.pem)). A path that is not a
+        readable file is refused before any request.
       - It applies to every request, even when E(REQUESTS_CA_BUNDLE) or E(CURL_CA_BUNDLE) is set.
       - If not set, the value of E(ENTRA_PIM_CA_BUNDLE) is used.
     type: path
@@ -191,7 +192,8 @@ options:
     version_added: 0.1.0
   request_timeout:
     description:
-      - Seconds to wait for Microsoft Graph or the sign-in host to connect and to answer, per request.
+      - Seconds to wait for Microsoft Graph or the sign-in host to connect and to answer, per request, from 1 to
+        3600.
       - If not set, the value of E(ENTRA_PIM_REQUEST_TIMEOUT) is used.
     type: int
     default: 60
@@ -199,7 +201,7 @@ options:
   max_retries:
     description:
       - How many times a request is retried after throttling (HTTP 429), HTTP 503 or 504, or a connection error,
-        before the task fails. V(0) disables retries.
+        before the task fails, from 0 to 100. V(0) disables retries.
       - Writes whose response was lost are never sent again blindly; the module re-reads the state instead.
       - If not set, the value of E(ENTRA_PIM_MAX_RETRIES) is used.
     type: int
@@ -207,8 +209,8 @@ options:
     version_added: 0.1.0
   max_retry_wait:
     description:
-      - The longest wait, in seconds, before one retry. A longer C(Retry-After) from Graph is cut to this value;
-        without C(Retry-After) the wait grows exponentially (with jitter) up to it.
+      - The longest wait, in seconds (0 to 3600), before one retry. A longer C(Retry-After) from Graph is cut to
+        this value; without C(Retry-After) the wait grows exponentially (with jitter) up to it.
       - If not set, the value of E(ENTRA_PIM_MAX_RETRY_WAIT) is used.
     type: int
     default: 60

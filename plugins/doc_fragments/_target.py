@@ -39,6 +39,8 @@ options:
       - Where the role applies. V(/) is the whole tenant.
       - An administrative unit as V(/administrativeUnits/{id}), its object id, or its display name (for example
         V(Sales AU)).
+      - An empty or blank value is refused, so that an unset variable never widens a grant to the whole tenant;
+        omit the option, or give V(/), for the tenant.
     type: str
     default: /
     version_added: 0.1.0
@@ -84,7 +86,7 @@ options:
   directory_scope:
     description:
       - Only this scope, V(/), V(/administrativeUnits/{id}) or an administrative unit's name.
-      - Leave it out for every scope.
+      - Leave it out for every scope. An empty or blank value is refused; it never means every scope.
     type: str
     version_added: 0.1.0
 """

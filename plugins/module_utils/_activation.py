@@ -793,8 +793,18 @@ def run(module):
     p = module.params
     now = _now()
     # Bad input fails before any request.
-    if p["duration"]:
-        sched.parse_duration(p["duration"], "duration")
+    if p["duration"] is not None:
+        asked = sched.parse_duration(p["duration"], "duration")
+        sched.end_after(now, asked, "duration", p["duration"])
+        if asked < MIN_ACTIVE:
+            # Graph will not end an activation younger than 5 minutes (ActiveDurationTooShort, notes §6.2):
+            # a shorter one could be neither deactivated nor left to run its course as asked.
+            raise InputError(
+                "duration '%s' is shorter than %s, the least an activation lasts in Entra (Graph refuses to end "
+                "an activation within 5 minutes of its start, ActiveDurationTooShort); expected PT5M or longer, "
+                "such as PT1H" % (p["duration"], sched.format_duration(MIN_ACTIVE)),
+                duration=p["duration"],
+            )
     min_remaining = sched.parse_duration(p["min_remaining"], "min_remaining")
     if p["wait_timeout"] < 0:
         raise InputError(

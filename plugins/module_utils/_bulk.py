@@ -203,9 +203,12 @@ def parse_grants(grants, defaults, now):
     for index, raw in enumerate(grants or []):
         raw = raw or {}
         gtype = raw.get("type") or "eligible"
+        scope = raw.get("directory_scope")
         try:
             if gtype not in TYPES:
                 raise InputError("type '%s' is not one of eligible, active" % gtype)
+            # Omitted is the tenant; "" is refused, never widened to "/" (_resolve.scope_option).
+            scope = _resolve.scope_option(scope, "directory_scope")
             schedule = sched.desired_schedule(
                 start=raw.get("start"),
                 end=raw.get("end"),
@@ -233,7 +236,7 @@ def parse_grants(grants, defaults, now):
                 str(raw.get("principal") or "").strip(),
                 raw.get("principal_type") or "auto",
                 str(raw.get("role") or "").strip(),
-                raw.get("directory_scope") or "/",
+                scope,
                 gtype,
                 desired,
                 desired.justification,
@@ -717,10 +720,12 @@ class Reconciler:
         self.item_errors.update(errors)
         purge = bool(params.get("purge"))
 
+        for index, value in enumerate(boundary_in.get("directory_scopes") or []):
+            _resolve.scope_option(value, "boundary.directory_scopes[%d]" % index)
         for grant in grants:
             if grant.principal:
                 self.bulk.want_principal(grant.principal, grant.principal_type)
-            if grant.directory_scope:
+            if grant.directory_scope and grant.index not in errors:
                 self.bulk.want_scope(grant.directory_scope, verify=grant.index not in self.item_errors)
         for value in boundary_in.get("principals") or []:
             self.bulk.want_principal(str(value).strip())

@@ -13,6 +13,14 @@ ever holds a secret, a token or a request body.
 
 from __future__ import annotations
 
+SHOWN_LIMIT = 80
+
+
+def shown(value, limit=SHOWN_LIMIT):
+    """A user's value as a message quotes it: as given, but a 100,000-character one is cut, with its length."""
+    text = str(value)
+    return text if len(text) <= limit else "%s... (%d characters)" % (text[:limit], len(text))
+
 
 class PimError(Exception):
     """A failure explained for a human; ``details`` become extra ``fail_json`` keys."""

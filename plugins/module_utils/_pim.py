@@ -976,9 +976,15 @@ CURRENT_USER = "/filterByCurrentUser(on='principal')"
 
 def check_list_filters(directory_scope=None, expiring_within=None):
     """The info modules' filters that need no Graph, checked before the first request."""
-    if expiring_within:
-        sched.parse_duration(expiring_within, "expiring_within")
-    if directory_scope:
+    if expiring_within is not None:
+        sched.end_after(
+            datetime.now(UTC),
+            sched.parse_duration(expiring_within, "expiring_within"),
+            "expiring_within",
+            expiring_within,
+        )
+    if directory_scope is not None:
+        # Omitted lists every scope; an empty value is refused like everywhere else, never read as "any".
         _resolve.directory_scope_local(directory_scope)
 
 
@@ -987,12 +993,12 @@ def resolve_filters(client, resolver, principal=None, principal_type="auto", rol
 
     With both a principal and a role, every lookup goes into one round trip (resolve_target).
     """
-    if principal and role:
-        target = resolve_target(client, resolver, role, principal, principal_type, directory_scope or "/")
-        return target.principal.id, target.role.id, target.directory_scope_id if directory_scope else None
-    principal_id = resolver.principal(principal, principal_type).id if principal else None
-    role_id = resolver.role(role).id if role else None
-    scope_id = resolver.directory_scope(directory_scope) if directory_scope else None
+    if principal is not None and role is not None:
+        target = resolve_target(client, resolver, role, principal, principal_type, directory_scope)
+        return target.principal.id, target.role.id, target.directory_scope_id if directory_scope is not None else None
+    principal_id = resolver.principal(principal, principal_type).id if principal is not None else None
+    role_id = resolver.role(role).id if role is not None else None
+    scope_id = resolver.directory_scope(directory_scope) if directory_scope is not None else None
     return principal_id, role_id, scope_id
 
 
@@ -1020,9 +1026,9 @@ def read_lists(client, kind, principal_id=None, role_id=None, current_user=False
 
 def expiring(rows, expiring_within, now):
     """Keep the rows (item, window, ...) whose window ends within ``expiring_within`` of ``now`` (all when unset)."""
-    if not expiring_within:
+    if expiring_within is None:
         return rows
-    limit = now + sched.parse_duration(expiring_within, "expiring_within")
+    limit = sched.end_after(now, sched.parse_duration(expiring_within, "expiring_within"), "expiring_within")
     return [r for r in rows if r[1].end is not None and r[1].end <= limit]
 
 

@@ -32,8 +32,10 @@ from __future__ import annotations
 
 import copy
 import re
+from datetime import datetime, timezone
 from urllib.parse import quote
 
+from ansible_collections.entra.pim.plugins.module_utils import _schedule as sched
 from ansible_collections.entra.pim.plugins.module_utils._errors import GraphError, InputError
 
 # ---------------------------------------------------------------------------------------
@@ -143,19 +145,22 @@ def durations_equal(a, b):
 
 
 def _check_duration(path, value):
-    seconds = duration_seconds(value)
-    if seconds is None:
-        hint = ""
-        if isinstance(value, str) and re.match(r"^P(\d+Y)?(\d+M)?(\d+[WD])?$", value.strip().upper() or "-"):
-            hint = " Years and months are not allowed (Graph uses days): write P365D rather than P1Y."
+    """A duration the user gave (settings or a raw rule) → whole seconds, through the one duration parser
+    of every module (``_schedule.parse_duration``): not ISO 8601, years or months, zero, negative, below one
+    second once cut to whole seconds, or beyond Graph's last date are refused, naming ``settings.<path>``."""
+    option = path if path.startswith("rules[") else "settings.%s" % path
+    if not isinstance(value, str):
         raise InputError(
-            "settings.%s: %r is not an ISO 8601 duration; expected days, hours and minutes such as "
-            "PT8H, PT1H30M or P90D.%s" % (path, value, hint),
+            "%s: %r is not an ISO 8601 duration; expected days, hours and minutes such as PT8H, PT1H30M or P90D."
+            % (option, value),
             setting=path,
         )
-    if seconds <= 0:
-        raise InputError("settings.%s: %r must be longer than zero." % (path, value), setting=path)
-    return seconds
+    try:
+        delta = sched.parse_duration(value, option)
+        sched.end_after(datetime.now(timezone.utc), delta, option, value)
+    except InputError as err:
+        raise InputError(err.msg, setting=path)
+    return int(delta.total_seconds())
 
 
 # ---------------------------------------------------------------------------------------
@@ -991,7 +996,10 @@ def resolve_approvers(client, resolver, approvers):
         if known:
             plan.append((index, value, kind, known, []))
             continue
-        pairs = resolver.principal_requests(value, kind)
+        try:
+            pairs = resolver.principal_requests(value, kind)
+        except InputError as err:  # an empty name: named by its place in the list
+            raise InputError("settings.activation.approvers[%d]: %s" % (index, err.msg), setting="activation.approvers")
         plan.append((index, value, kind, None, [pair[0] for pair in pairs]))
         requests.extend(pair[1] for pair in pairs)
     answers = _send(client, requests)

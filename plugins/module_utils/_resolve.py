@@ -32,7 +32,7 @@ from collections import namedtuple
 from urllib.parse import quote
 
 from ansible_collections.entra.pim.plugins.module_utils._auth import CacheFiles
-from ansible_collections.entra.pim.plugins.module_utils._errors import AuthError, GraphError, InputError
+from ansible_collections.entra.pim.plugins.module_utils._errors import AuthError, GraphError, InputError, shown
 from ansible_collections.entra.pim.plugins.module_utils._graph import odata_quote
 
 Role = namedtuple("Role", "id display_name template_id is_built_in")
@@ -83,7 +83,7 @@ def require_guid(value, what):
     if not is_guid(value):
         raise InputError(
             "%s '%s' is not a valid GUID; expected an object id like 00000000-0000-0000-0000-000000000000"
-            % (what, value)
+            % (what, shown(value))
         )
     return value.lower()
 
@@ -513,7 +513,7 @@ class Resolver:
         names = {(r.display_name or "").casefold(): r.display_name for r in self.all_roles()}
         close = difflib.get_close_matches(wanted, list(names), n=5, cutoff=0.6)
         hint = "; did you mean %s?" % ", ".join("'%s'" % names[c] for c in close) if close else ""
-        raise InputError("role '%s' not found among %d role definitions%s" % (value, len(names), hint))
+        raise InputError("role '%s' not found among %d role definitions%s" % (shown(value), len(names), hint))
 
     def roles(self, names):
         """Several roles with one role-list read; the first unknown one raises."""
@@ -607,7 +607,7 @@ class Resolver:
                 "group": "groups (by id, display name or mail)",
                 "service_principal": "service principals (by id, display name or appId)",
             }[principal_type]
-            raise InputError("%s '%s' not found; searched %s" % (what, value, searched))
+            raise InputError("%s '%s' not found; searched %s" % (what, shown(value), searched))
         raise InputError(
             "%s '%s' is ambiguous: %d objects match: %s; give the object id (or set principal_type)"
             % (what, value, len(unique), _candidates(unique))
@@ -653,17 +653,42 @@ class Resolver:
         return directory_scope_from_answer(value, units)
 
 
-def directory_scope_local(value):
-    """The directoryScopeId when it needs no lookup, else None (an administrative unit's name)."""
-    value = (value or "/").strip()
+def scope_option(value, option="directory_scope"):
+    """The one rule for every scope-like option: omitted (None) is the whole tenant, ``/``; an empty or
+    blank string is refused, naming ``option``.
+
+    An unset template variable renders as ``""`` (and ``null`` reaches a module as ``""``): reading
+    that as the tenant would silently turn an administrative-unit grant into a tenant-wide one.
+    Returns the value stripped.
+    """
+    if value is None:
+        return "/"
+    if not isinstance(value, str):
+        raise InputError("%s must be a string; expected '/' for the whole tenant or an administrative unit" % option)
+    text = value.strip()
+    if not text:
+        raise InputError(
+            "%s is empty (%r); omit it or give '/' for the whole tenant, or give an administrative unit as "
+            "'/administrativeUnits/{id}', its object id or its display name. An empty value is refused so that "
+            "an unset variable never widens a grant to the whole tenant" % (option, value)
+        )
+    return text
+
+
+def directory_scope_local(value, option="directory_scope"):
+    """The directoryScopeId when it needs no lookup, else None (an administrative unit's name).
+
+    ``value`` None is the tenant ``/``; an empty or blank string is refused (``scope_option``).
+    """
+    value = scope_option(value, option)
     if value == "/":
         return "/"
     if value.lower().startswith("/administrativeunits/"):
         unit = value[len("/administrativeUnits/") :].rstrip("/")
-        return "/administrativeUnits/" + require_guid(unit, "directory_scope administrative unit id")
+        return "/administrativeUnits/" + require_guid(unit, "%s administrative unit id" % option)
     if value.startswith("/"):
         # Graph also takes a directory object's id as a scope, e.g. "/{application object id}".
-        return "/" + require_guid(value[1:].rstrip("/"), "directory_scope object id")
+        return "/" + require_guid(value[1:].rstrip("/"), "%s object id" % option)
     if is_guid(value):
         return "/administrativeUnits/" + value.lower()
     return None
@@ -690,7 +715,7 @@ def directory_scope_from_answer(value, units):
     if not units:
         raise InputError(
             "directory_scope '%s' is neither '/', '/administrativeUnits/{id}' nor the name of an "
-            "administrative unit" % value
+            "administrative unit" % shown(value)
         )
     raise InputError(
         "directory_scope '%s' matches %d administrative units: %s; give '/administrativeUnits/{id}' instead"

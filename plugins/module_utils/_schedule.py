@@ -25,7 +25,7 @@ import re
 from collections import namedtuple
 from datetime import datetime, timedelta, timezone
 
-from ansible_collections.entra.pim.plugins.module_utils._errors import InputError
+from ansible_collections.entra.pim.plugins.module_utils._errors import InputError, shown
 
 UTC = timezone.utc
 
@@ -70,6 +70,9 @@ _DURATION_RE = re.compile(
 
 _DURATION_EXAMPLES = "an ISO 8601 duration such as PT8H, P30D, P2W or P1DT12H"
 
+# The last moment a Graph DateTimeOffset can hold; also the last one Python's datetime can.
+LATEST = datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone.utc)
+
 
 def _num(text):
     return float(text.replace(",", ".")) if text else 0.0
@@ -92,7 +95,7 @@ def parse_datetime(value, option="start"):
         if not match:
             raise InputError(
                 "%s '%s' is not an ISO 8601 datetime; expected e.g. 2026-11-29T10:00:00Z "
-                "(a time without a timezone is taken as UTC)" % (option, value)
+                "(a time without a timezone is taken as UTC)" % (option, shown(value))
             )
         frac = (match.group("frac") or "")[:6].ljust(6, "0")
         try:
@@ -135,37 +138,81 @@ def format_datetime(dt):
 
 
 def parse_duration(value, option="duration"):
-    """ISO 8601 duration → positive timedelta.
+    """ISO 8601 duration → positive timedelta of whole seconds.
 
     Weeks, days, hours, minutes and (fractional) seconds are exact. Months and years have
-    no fixed length, so they are refused with a hint rather than guessed. Zero and negative
-    durations are refused: an eligibility cannot end before it starts.
+    no fixed length, so they are refused with a hint rather than guessed. Graph keeps durations
+    to the second and ``format_duration`` sends whole seconds, so the value is cut to whole
+    seconds here, and what is then zero or negative is refused: ``PT0.5S`` would otherwise be
+    sent as ``PT0S``, and an eligibility cannot end before it starts. Every duration option of
+    every module (and pim_policy's durations) is read through here.
     """
     if isinstance(value, timedelta):
         delta = value
     else:
-        text = str(value).strip().upper()
+        if not isinstance(value, str):
+            raise InputError("%s %r is not a string; expected %s" % (option, value, _DURATION_EXAMPLES))
+        text = value.strip().upper()
         match = _DURATION_RE.match(text)
         if not match:
-            raise InputError("%s '%s' is not %s" % (option, value, _DURATION_EXAMPLES))
+            raise InputError("%s '%s' is not %s" % (option, shown(value), _DURATION_EXAMPLES))
         parts = match.groupdict()
         if parts["years"] or parts["months"]:
             raise InputError(
                 "%s '%s' uses years or months, which have no fixed length in Graph; "
-                "give days instead (e.g. P365D for a year, P30D for a month)" % (option, value)
+                "give days instead (e.g. P365D for a year, P30D for a month): write P365D rather than P1Y"
+                % (option, shown(value))
             )
-        delta = timedelta(
-            weeks=_num(parts["weeks"]),
-            days=_num(parts["days"]),
-            hours=_num(parts["hours"]),
-            minutes=_num(parts["minutes"]),
-            seconds=_num(parts["seconds"]),
-        )
+        try:
+            delta = timedelta(
+                weeks=_num(parts["weeks"]),
+                days=_num(parts["days"]),
+                hours=_num(parts["hours"]),
+                minutes=_num(parts["minutes"]),
+                seconds=_num(parts["seconds"]),
+            )
+        except (OverflowError, ValueError):
+            raise InputError(
+                "%s '%s' is too long: it would end after %s, the latest date Graph accepts; expected %s, "
+                "or no end at all (permanent) where the option allows it"
+                % (option, shown(value), LATEST.strftime("%Y-%m-%d"), _DURATION_EXAMPLES)
+            )
         if parts["sign"]:
             delta = -delta
+    # Graph's precision, and what format_duration sends: whole seconds (towards zero).
+    if delta > timedelta(0):
+        delta = _whole(delta)
     if delta <= timedelta(0):
-        raise InputError("%s '%s' must be longer than zero; expected %s" % (option, value, _DURATION_EXAMPLES))
+        raise InputError(
+            "%s '%s' must be longer than zero, and at least one second once cut to whole seconds (Graph keeps "
+            "durations to the second, so PT0.5S would be sent as PT0S); expected %s"
+            % (option, shown(value), _DURATION_EXAMPLES)
+        )
     return delta
+
+
+def _whole(delta):
+    return timedelta(days=delta.days, seconds=delta.seconds)
+
+
+def end_after(base, delta, option="duration", value=None):
+    """``base + delta``, refused (InputError naming ``option``) when it falls after LATEST, Graph's last date."""
+    try:
+        end = base + delta
+    except OverflowError:
+        end = None
+    if end is None or end > LATEST:
+        raise InputError(
+            "%s '%s' is too long: it would end after %s, the latest date Graph accepts; expected %s, "
+            "or no end at all (permanent) where the option allows it"
+            % (
+                option,
+                shown(value if value is not None else format_duration(delta)),
+                LATEST.strftime("%Y-%m-%d"),
+                _DURATION_EXAMPLES,
+            )
+        )
+    return end
 
 
 def format_duration(delta):
@@ -195,6 +242,21 @@ def format_duration(delta):
 # ---------------------------------------------------------------- desired schedule
 
 
+def _given(value, option):
+    """An option's value, or None when omitted. An empty or blank string is refused: it is what an unset
+    variable renders to, and reading it as "omitted" would make a new grant permanent without anyone asking."""
+    if isinstance(value, str) and not value.strip():
+        raise InputError(
+            "%s is empty; omit it%s, or give %s"
+            % (
+                option,
+                " (or say 'now')" if option == "start" else " (then the end is not managed)",
+                "an ISO 8601 datetime such as 2026-11-29T10:00:00Z" if option != "duration" else _DURATION_EXAMPLES,
+            )
+        )
+    return value
+
+
 def desired_schedule(start=None, end=None, duration=None, permanent=None, now=None):
     """Validate the task's schedule options and return a ``Desired``.
 
@@ -204,6 +266,7 @@ def desired_schedule(start=None, end=None, duration=None, permanent=None, now=No
     no expiration, as Graph does by default).
     """
     now = now or datetime.now(UTC)
+    start, end, duration = (_given(v, o) for v, o in ((start, "start"), (end, "end"), (duration, "duration")))
     start_dt = None
     if start not in (None, "") and str(start).strip().lower() != "now":
         start_dt = parse_datetime(start, "start")
@@ -238,7 +301,10 @@ def desired_schedule(start=None, end=None, duration=None, permanent=None, now=No
             )
         return Desired(start_dt, AFTER_DATETIME, end_dt, None)
     if duration not in (None, ""):
-        return Desired(start_dt, AFTER_DURATION, None, parse_duration(duration, "duration"))
+        delta = parse_duration(duration, "duration")
+        # The end it asks for must be a date Graph can hold (P99999999D is not).
+        end_after(start_dt or now, delta, "duration", duration)
+        return Desired(start_dt, AFTER_DURATION, None, delta)
     return Desired(start_dt, None, None, None)
 
 
@@ -324,7 +390,8 @@ def desired_end(desired, current_start, now):
     base = desired.start if desired.start is not None and desired.start > now else None
     if base is None:
         base = current_start if current_start is not None else now
-    return True, base + desired.duration
+    # Counted from a schedule that starts late in 9999, even a short duration has no date to end on.
+    return True, end_after(base, desired.duration)
 
 
 def differences(desired, current, now, tolerance=END_TOLERANCE):

@@ -73,6 +73,8 @@ options:
         description:
           - Where the role applies. V(/) is the whole tenant; C(/administrativeUnits/{id}) or the display name of an
             administrative unit limits it to that unit.
+          - An empty or blank value makes the grant a bad item (see O(fail_fast)), so that an unset variable never
+            widens it to the whole tenant; omit the key, or give V(/), for the tenant.
         type: str
         default: /
       type:
@@ -92,7 +94,9 @@ options:
           O(grants[].permanent).
         type: str
       duration:
-        description: How long the grant lasts from its start, ISO 8601 (V(P365D), V(PT8H)).
+        description:
+          - How long the grant lasts from its start, ISO 8601 (V(P365D), V(PT8H)).
+          - Kept to the second; shorter than a second, zero, negative or ending after the year 9999 is refused.
         type: str
       permanent:
         description:
@@ -135,6 +139,7 @@ options:
         description:
           - Only these scopes (V(/), C(/administrativeUnits/{id}) or an administrative unit's name).
           - Omit it to own every scope; an empty list is refused.
+          - An empty or blank entry is refused; it never stands for the tenant.
         type: list
         elements: str
       types:

@@ -30,6 +30,7 @@ options:
   roles:
     description:
       - The roles to configure, each a display name (case-insensitive), a role definition id or a template id.
+      - An empty list is refused.
     type: list
     elements: str
     required: true
@@ -38,6 +39,7 @@ options:
   scope:
     description:
       - The scope of the role settings. Directory roles have role settings at the tenant scope only.
+      - An empty or blank value is refused, as for every scope option; omit it or give V(/).
     type: str
     default: /
     version_added: 0.1.0
@@ -336,7 +338,7 @@ updated_rules:
 from ansible_collections.entra.pim.plugins.module_utils import _policy
 from ansible_collections.entra.pim.plugins.module_utils._errors import InputError
 from ansible_collections.entra.pim.plugins.module_utils._module import PimModule
-from ansible_collections.entra.pim.plugins.module_utils._resolve import Resolver
+from ansible_collections.entra.pim.plugins.module_utils._resolve import Resolver, scope_option
 
 # ------------------------------------------------------------------ the task
 
@@ -349,8 +351,12 @@ def _has_any(value):
 
 def run(module):
     params = module.params
-    if params["scope"] != "/":
-        raise InputError("scope %r: directory roles have role settings only at the tenant scope '/'." % params["scope"])
+    # The same rule as every scope option: omitted is '/', an empty value is refused (never read as '/').
+    scope = scope_option(params["scope"], "scope")
+    if scope != "/":
+        raise InputError("scope %r: directory roles have role settings only at the tenant scope '/'." % scope)
+    if not params["roles"]:
+        raise InputError("roles is an empty list; give at least one role, by display name, id or template id.")
     settings = params["settings"] or {}
     raw_rules = params["rules"] or []
     if not _has_any(settings) and not raw_rules:

@@ -29,7 +29,7 @@ options:
   roles:
     description:
       - The roles to read, each a display name (case-insensitive), a role definition id or a template id.
-      - Omit it to read the settings of every directory role.
+      - Omit it to read the settings of every directory role. An empty list is refused; it never means every role.
     type: list
     elements: str
     aliases: [role]
@@ -203,6 +203,7 @@ policies:
 """
 
 from ansible_collections.entra.pim.plugins.module_utils import _policy
+from ansible_collections.entra.pim.plugins.module_utils._errors import InputError
 from ansible_collections.entra.pim.plugins.module_utils._module import PimModule
 from ansible_collections.entra.pim.plugins.module_utils._resolve import Resolver
 
@@ -211,7 +212,12 @@ def run(module):
     resolver = Resolver(module.client)
     names = module.params["roles"]
     roles = None
-    if names:
+    if names is not None:
+        if not names:
+            # An empty list (an unset variable, say) is not "every role": that is what omitting it means.
+            raise InputError(
+                "roles is an empty list; omit it to read every role's settings, or give at least one role."
+            )
         roles = _policy.resolve_roles(resolver, names)
     pairs = _policy.read_policy_assignments(module.client, roles)
     policies = _policy.describe_policies(resolver, pairs)

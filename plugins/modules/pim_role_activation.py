@@ -47,6 +47,7 @@ options:
     description:
       - The scope of the eligibility to activate. V(/) is the whole tenant; an administrative unit is
         V(/administrativeUnits/{id}), its object id or its display name.
+      - An empty or blank value is refused; omit the option, or give V(/), for the tenant.
     type: str
     default: /
     version_added: 0.1.0
@@ -63,6 +64,8 @@ options:
       - Defaults to the longest activation the role's policy allows (rule C(Expiration_EndUser_Assignment), for
         example V(PT8H)). When the policy cannot be read, V(PT1H) is asked for and RV(duration_source) says so.
       - Also the length of an extension.
+      - At least V(PT5M), since Graph does not end an activation within 5 minutes of its start; a shorter
+        duration is refused before anything is sent.
     type: str
     version_added: 0.1.0
   min_remaining:

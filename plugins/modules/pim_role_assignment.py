@@ -68,6 +68,8 @@ options:
       - How long the assignment lasts, as an ISO 8601 duration such as V(P30D), V(P2W) or V(PT12H). It counts from
         the start of the assignment.
       - Months and years (V(P6M), V(P1Y)) are refused because their length varies; use days (V(P180D)).
+      - Durations are kept to the second; one that is shorter than a second, zero or negative is refused, and so
+        is one that would end after the year 9999. An empty value is refused; omit the option instead.
     type: str
     version_added: 0.1.0
   permanent:

@@ -8,6 +8,8 @@ The fault table has one row per operation and one column per fault, in the matri
 cell the matrix does not run (``ops_for``) is "n/a", a cell with no record "not measured".
 The combined-fault table (test_bulk_outcomes.py) has one row per fault seed and the totals: items
 whose reported outcome differs from what Graph holds, duplicates and lost acknowledged writes.
+The bad-input table starts with the tally (cases, tracebacks, partial writes, silent widenings).
+With ``--write``, a matrix with no records this run keeps the table docs/reliability.md has.
 """
 
 from __future__ import annotations
@@ -24,6 +26,10 @@ ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / ".tmp" / "hardening-results"
 DOC = ROOT / "docs" / "reliability.md"
 SHORT = {
+    "traceback": "❌ traceback",
+    "partial write": "❌ partial write",
+    "silent widening": "❌ silent widening",
+    "not refused": "❌ not refused",
     "converged": "✅ converged",
     "clear error": "✅ clear error",
     "failed": "❌ failed",
@@ -78,8 +84,26 @@ def _cell_text(text):
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
+def bad_input_tally(records):
+    """Cases, tracebacks, partial writes and silent widenings, over the last record of each case."""
+    outcomes = [rec["outcome"] for rec in _latest(records).values()]
+    return {
+        "cases": len(outcomes),
+        "modules and roles": len({rec["row"] for rec in _latest(records).values()}),
+        "fail before any write": outcomes.count("fails before any write"),
+        "tracebacks": outcomes.count("traceback"),
+        "partial writes": outcomes.count("partial write"),
+        "silent widenings": outcomes.count("silent widening"),
+        "accepted instead of refused": outcomes.count("not refused"),
+        "messages that fall short": outcomes.count("FALLS SHORT"),
+    }
+
+
 def bad_input_table(records):
+    tally = bad_input_tally(records)
     lines = [
+        "Tally: " + ", ".join("%s %s" % (n, k) for k, n in tally.items()) + ".",
+        "",
         "| module / role | case | outcome | writes | message (start) |",
         "|---|---|---|---|---|",
     ]
@@ -143,9 +167,10 @@ def replace_block(text, marker, body):
 
 
 def main(argv):
-    faults = fault_table(load("faults"))
-    combined = combined_table(load("combined"))
-    bad = bad_input_table(load("bad_input"))
+    fault_records, combined_records, bad_records = load("faults"), load("combined"), load("bad_input")
+    faults = fault_table(fault_records)
+    combined = combined_table(combined_records)
+    bad = bad_input_table(bad_records)
     print(faults)
     print()
     print(combined)
@@ -153,9 +178,13 @@ def main(argv):
     print(bad)
     if "--write" in argv:
         text = DOC.read_text(encoding="utf-8")
-        text = replace_block(text, "fault-table", faults)
-        text = replace_block(text, "combined-faults", combined)
-        text = replace_block(text, "bad-input-table", bad)
+        # A matrix that was not run this time (no records) keeps its last measured table.
+        if fault_records:
+            text = replace_block(text, "fault-table", faults)
+        if combined_records:
+            text = replace_block(text, "combined-faults", combined)
+        if bad_records:
+            text = replace_block(text, "bad-input-table", bad)
         DOC.write_text(text, encoding="utf-8")
     return 0
 

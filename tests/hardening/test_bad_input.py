@@ -1,4 +1,4 @@
-"""Bad-input matrix (issue 8): every module and role refuses bad input before any write.
+"""Bad-input matrix (issues 8 and 14): every option of every module and role refuses bad input before any write.
 
 One play per module (or role) runs every case as its own task through ``ansible-playbook``,
 with a sandbox stats snapshot after each. Each case is one parametrized test that asserts:
@@ -7,7 +7,15 @@ with a sandbox stats snapshot after each. Each case is one parametrized test tha
 * the message names the option and the value (never a secret) and says what is expected
   (the ``expect`` fragments of the case, matched case-insensitively);
 * the sandbox counted no write (stats ``writes``) for that task, so nothing was sent that
-  could change the tenant; the state dump is also compared at the end of each play.
+  could change the tenant; the PIM part of the state dump is also the same after the play as
+  before it.
+
+``test_every_option_has_a_case`` reads every module's argument spec (suboptions included) and
+both roles' argument specs, and fails when an option has no case, so the matrix stays complete.
+The shared connection options (the ``_auth`` doc fragment, the same code in every module) need a
+case in one module. Each run records every case in ``.tmp/hardening-results/bad_input.jsonl``
+and the tally (cases, tracebacks, partial writes, silent widenings) in
+``bad_input_tally.json``; ``tests/hardening/report.py`` renders both into docs/reliability.md.
 
 A few inputs are valid and must work (an apostrophe in a UPN, a timezone-less date read as
 UTC); they are asserted as such.
@@ -41,10 +49,55 @@ ONB = "entra.pim.onboard"
 OFF = "entra.pim.offboard"
 
 BASE = {"principal": ALICE_UPN, "role": "User Administrator", "justification": "hardening"}
+GRANT = {"principal": ALICE_UPN, "role": "Security Reader"}
+ENTRY = {"role": "Security Reader", "type": "eligible", "duration": "P30D"}
+# alice already holds this (the play's setup), so a role run with it changes nothing in Graph.
+HELD = {"role": "Helpdesk Administrator", "type": "eligible", "permanent": True}
+LONG = "x" * 100000
+NO_DIR = "/proc/entra-pim-no-such-dir/report.md"
+
+# What a case sets only to reach the option it tests: these (path, value) pairs are not "covered".
+BASELINE = {
+    E: {"principal": ALICE_UPN, "role": "User Administrator", "justification": "hardening"},
+    A: {"principal": ALICE_UPN, "role": "User Administrator", "justification": "hardening"},
+    ACC: {"grants.principal": ALICE_UPN, "grants.role": "Security Reader"},
+    POL: {"roles": ["Groups Administrator"], "settings.activation.require_ticket": True},
+    ONB: {
+        "onboard_principals": [ALICE_UPN],
+        "onboard_entries.role": "Security Reader",
+        "onboard_entries.type": "eligible",
+        "onboard_entries.duration": "P30D",
+    },
+    OFF: {"offboard_principal": ALICE_UPN, "offboard_roles": ["Security Reader"]},
+}
 
 
-def case(target, cid, args, expect):
-    return pytest.param(target, cid, args, expect, id="%s-%s" % (target.rsplit(".", 1)[-1], cid))
+def _flatten(args, prefix=""):
+    """(option path, value) for every value in ``args``: dicts and lists of dicts are walked (``grants.role``)."""
+    for key, value in args.items():
+        path = prefix + key
+        if isinstance(value, dict) and value:
+            yield from _flatten(value, path + ".")
+        elif isinstance(value, list) and value and all(isinstance(v, dict) and v for v in value):
+            for item in value:
+                yield from _flatten(item, path + ".")
+        else:
+            yield path, value
+
+
+def _covered_by(target, args):
+    baseline = BASELINE.get(target, {})
+    return {path for path, value in _flatten(args) if not (path in baseline and baseline[path] == value)}
+
+
+def case(target, cid, args, expect, covers=None):
+    """One bad input. ``covers``: the option paths it tests (default: what ``args`` sets beyond the baseline)."""
+    param = pytest.param(target, cid, args, expect, id="%s-%s" % (target.rsplit(".", 1)[-1], cid))
+    COVERS[(target, cid)] = set(covers) if covers is not None else _covered_by(target, args)
+    return param
+
+
+COVERS: dict = {}
 
 
 def schedule_cases(mod):
@@ -349,6 +402,686 @@ CASES = (
     ]
 )
 
+A_TOO = {
+    "duration_rounds_to_zero",
+    "duration_overflows",
+    "principal_is_a_list",
+    "role_is_a_dict",
+    "justification_is_a_list",
+    "ticket_system_is_a_dict",
+    "app_scope_blank",
+    "wrong_principal_type",
+    "wrong_state",
+    "wrong_type_validate_only",
+}
+
+ISSUE14_CASES = (
+    [
+        # Point 3: an empty or blank scope is refused, never read as the tenant.
+        case(m, cid, dict(BASE, directory_scope=v), ["directory_scope", "empty", "omit it or give '/'"])
+        for m in (E, A)
+        for cid, v in (("empty_scope", ""), ("blank_scope", "   "), ("null_scope", None))
+        if m == E or cid == "empty_scope"
+    ]
+    + [
+        case(m, cid, dict(BASE, **args), expect)
+        for m in (E, A)
+        for cid, args, expect in (
+            # Point 5: what rounds to zero, and a duration past Graph's last date (point 7).
+            ("duration_rounds_to_zero", {"duration": "PT0.5S"}, ["duration", "PT0.5S", "longer than zero"]),
+            ("duration_overflows", {"duration": "P99999999D"}, ["duration", "P99999999D", "9999-12-31"]),
+            ("duration_huge_digits", {"duration": "P" + "9" * 400 + "D"}, ["duration", "too long", "characters"]),
+            ("duration_empty", {"duration": ""}, ["duration", "empty", "omit it"]),
+            ("end_empty", {"end": "  "}, ["end", "empty", "omit it"]),
+            ("start_empty", {"start": ""}, ["start", "empty", "now"]),
+            ("end_year_10000", {"end": "10000-01-01T00:00:00Z"}, ["end", "10000-01-01", "ISO 8601"]),
+            ("start_month_13", {"start": "2031-13-01T00:00:00Z"}, ["start", "2031-13-01", "not a valid datetime"]),
+            (
+                "start_late_9999_plus_duration",
+                {"start": "9999-12-31T00:00:00Z", "duration": "P2D"},
+                ["duration", "P2D", "9999-12-31"],
+            ),
+            # Point 6: a list or dict where one string belongs is refused by type.
+            (
+                "principal_is_a_list",
+                {"principal": [ALICE_UPN, "bob@contoso.example"]},
+                ["principal", "single string", "list"],
+            ),
+            ("role_is_a_dict", {"role": {"name": "User Administrator"}}, ["role", "single string", "dictionary"]),
+            ("justification_is_a_list", {"justification": ["a", "b"]}, ["justification", "single string", "list"]),
+            (
+                "ticket_system_is_a_dict",
+                {"ticket_number": "1", "ticket_system": {"a": 1}},
+                ["ticket_system", "single string"],
+            ),
+            ("app_scope_blank", {"app_scope": "   "}, ["app_scope", "empty"]),
+            ("wrong_principal_type", {"principal_type": "robot"}, ["principal_type", "robot", "auto, user"]),
+            ("wrong_state", {"state": "gone"}, ["state", "gone", "present, absent"]),
+            ("wrong_type_validate_only", {"validate_only": "perhaps"}, ["validate_only", "perhaps", "bool"]),
+            ("very_long_principal", {"principal": LONG}, ["principal", "100000 characters", "not found"]),
+            ("very_long_role", {"role": LONG}, ["role", "100000 characters", "not found"]),
+        )
+        # pim_role_assignment runs the same code (_pim.run_schedule_module): the cases its own options need.
+        if m == E or cid in A_TOO
+    ]
+    + [
+        case(m, cid, args, expect)
+        for m in (EI, AI)
+        for cid, args, expect in (
+            ("empty_scope_filter", {"directory_scope": ""}, ["directory_scope", "empty"]),
+            ("blank_scope_filter", {"directory_scope": " "}, ["directory_scope", "empty"]),
+            ("empty_principal_filter", {"principal": ""}, ["principal", "empty"]),
+            ("empty_role_filter", {"role": ""}, ["role", "empty"]),
+            ("expiring_within_overflows", {"expiring_within": "P99999999D"}, ["expiring_within", "9999-12-31"]),
+            ("expiring_within_rounds_to_zero", {"expiring_within": "PT0.5S"}, ["expiring_within", "longer than zero"]),
+            ("principal_is_a_list", {"principal": [ALICE_UPN]}, ["principal", "single string"]),
+            ("wrong_principal_type", {"principal_type": "robot"}, ["principal_type", "robot"]),
+        )
+    ]
+    + [
+        case(AI, "wrong_type_current_user", {"current_user": "perhaps"}, ["current_user", "perhaps", "bool"]),
+        case(
+            AI,
+            "principal_with_current_user",
+            {"principal": ALICE_UPN, "current_user": True},
+            ["principal", "current_user"],
+            covers=["current_user"],
+        ),
+    ]
+    + [
+        case(ACT, "duration_rounds_to_zero", {"duration": "PT0.5S"}, ["duration", "PT0.5S", "longer than zero"]),
+        case(ACT, "duration_below_5_minutes", {"duration": "PT4M59S"}, ["duration", "PT4M59S", "PT5M"]),
+        case(ACT, "duration_overflows", {"duration": "P99999999D"}, ["duration", "P99999999D", "9999-12-31"]),
+        case(ACT, "duration_empty", {"duration": ""}, ["duration", "''", "ISO 8601"]),
+        case(ACT, "empty_scope", {"directory_scope": ""}, ["directory_scope", "empty"]),
+        case(ACT, "blank_scope", {"directory_scope": "  "}, ["directory_scope", "empty"]),
+        case(ACT, "role_is_a_list", {"role": ["Helpdesk Administrator"]}, ["role", "single string", "list"]),
+        case(ACT, "justification_is_a_dict", {"justification": {"why": 1}}, ["justification", "single string"]),
+        case(
+            ACT, "ticket_number_is_a_list", {"ticket_number": ["1"], "ticket_system": "x"}, ["ticket_number", "single"]
+        ),
+        case(ACT, "ticket_system_alone", {"ticket_system": "ServiceNow"}, ["ticket_number", "ticket_system"]),
+        case(ACT, "wrong_state", {"state": "asleep"}, ["state", "asleep", "active, inactive"]),
+        case(ACT, "min_remaining_rounds_to_zero", {"min_remaining": "PT0.5S"}, ["min_remaining", "longer than zero"]),
+        case(ACT, "wait_timeout_negative", {"wait_timeout": -1}, ["wait_timeout", "-1", "negative"]),
+        case(ACT, "wrong_type_wait", {"wait": "perhaps"}, ["wait", "perhaps", "bool"]),
+        case(ACT, "wrong_type_require_active", {"require_active": "perhaps"}, ["require_active", "perhaps", "bool"]),
+        case(
+            ACT,
+            "duration_when_inactive",
+            {"state": "inactive", "duration": "PT1H"},
+            ["duration", "state=active"],
+            covers=["state"],
+        ),
+    ]
+    + [
+        # pim_policy: point 7 (roles: [] was an AttributeError), point 3 (scope), point 5 (durations), point 6 (types).
+        case(
+            POL,
+            "roles_empty_list",
+            {"roles": [], "settings": {"activation": {"require_ticket": True}}},
+            ["roles", "empty"],
+        ),
+        case(POL, "roles_null_item", {"roles": [None]}, ["roles\\[0\\]", "null"]),
+        case(POL, "roles_list_item", {"roles": [["Groups Administrator"]]}, ["roles\\[0\\]", "list"]),
+        case(
+            POL, "scope_empty", {"scope": "", "settings": {"activation": {"require_ticket": True}}}, ["scope", "empty"]
+        ),
+        case(
+            POL,
+            "scope_not_tenant",
+            {"scope": "/administrativeUnits/x", "settings": {"activation": {"require_ticket": True}}},
+            ["scope", "tenant scope"],
+        ),
+        case(POL, "nothing_to_do", {"settings": {}}, ["settings", "nothing to do"]),
+        case(POL, "settings_not_a_dict", {"settings": "strict"}, ["settings", "dict"]),
+        case(POL, "activation_not_a_dict", {"settings": {"activation": "strict"}}, ["activation", "dict"]),
+        case(
+            POL,
+            "max_duration_rounds_to_zero",
+            {"settings": {"active_assignment": {"max_duration": "PT0.6S"}}},
+            ["max_duration", "PT0.6S", "longer than zero"],
+        ),
+        case(
+            POL,
+            "max_duration_overflows",
+            {"settings": {"eligible_assignment": {"max_duration": "P99999999D"}}},
+            ["max_duration", "P99999999D", "9999-12-31"],
+        ),
+        case(
+            POL, "max_duration_empty", {"settings": {"activation": {"max_duration": ""}}}, ["max_duration", "ISO 8601"]
+        ),
+        case(
+            POL,
+            "max_duration_is_a_list",
+            {"settings": {"activation": {"max_duration": ["PT8H"]}}},
+            ["max_duration", "single string"],
+        ),
+        case(
+            POL,
+            "wrong_type_require_justification",
+            {"settings": {"activation": {"require_justification": "perhaps"}}},
+            ["require_justification", "perhaps"],
+        ),
+        case(
+            POL,
+            "wrong_type_require_ticket",
+            {"settings": {"activation": {"require_ticket": "perhaps"}}},
+            ["require_ticket", "perhaps"],
+        ),
+        case(
+            POL,
+            "wrong_type_require_approval",
+            {"settings": {"activation": {"require_approval": "perhaps"}}},
+            ["require_approval", "perhaps"],
+        ),
+        case(
+            POL,
+            "approver_blank",
+            {"settings": {"activation": {"require_approval": True, "approvers": [" "]}}},
+            ["approvers\\[0\\]", "empty"],
+        ),
+        case(
+            POL,
+            "approver_null",
+            {"settings": {"activation": {"require_approval": True, "approvers": [None]}}},
+            ["approvers\\[0\\]", "not an approver"],
+        ),
+        case(
+            POL, "approvers_not_a_list", {"settings": {"activation": {"approvers": {"id": "x"}}}}, ["approvers", "list"]
+        ),
+        case(
+            POL,
+            "auth_context_enabled_wrong_type",
+            {"settings": {"activation": {"authentication_context": {"enabled": "perhaps"}}}},
+            ["enabled", "perhaps"],
+        ),
+        case(
+            POL,
+            "auth_context_claim_blank",
+            {"settings": {"activation": {"authentication_context": {"enabled": True, "claim_value": " "}}}},
+            ["claim_value", "authentication context id"],
+        ),
+        case(POL, "rules_null_item", {"rules": [None]}, ["rules\\[0\\]", "null"]),
+        case(POL, "rules_without_id", {"rules": [{"maximum_duration": "PT1H"}]}, ["rules\\[0\\]", "id"]),
+        case(POL, "rules_unknown_rule", {"rules": [{"id": "No_Such_Rule"}]}, ["rules\\[0\\]", "No_Such_Rule"]),
+        case(
+            POL,
+            "rules_duration_overflows",
+            {"rules": [{"id": "Expiration_EndUser_Assignment", "maximum_duration": "P99999999D"}]},
+            ["rules\\[0\\].maximum_duration", "9999-12-31"],
+        ),
+        case(
+            POL,
+            "rules_duration_not_iso",
+            {"rules": [{"id": "Expiration_EndUser_Assignment", "maximum_duration": 5}]},
+            ["rules\\[0\\].maximum_duration", "ISO 8601"],
+        ),
+    ]
+    + [
+        case(POL, "%s_%s_%s" % (section, field, cid), {"settings": {section: {field: value}}}, expect)
+        for section in ("eligible_assignment", "active_assignment")
+        for field, cid, value, expect in (
+            ("allow_permanent", "wrong_type", "perhaps", ["allow_permanent", "perhaps", "bool"]),
+            ("max_duration", "months", "P6M", ["max_duration", "P6M", "years or months"]),
+            ("require_mfa", "wrong_type", "perhaps", ["require_mfa", "perhaps", "bool"]),
+            ("require_justification", "wrong_type", "perhaps", ["require_justification", "perhaps", "bool"]),
+        )
+    ]
+    + [
+        case(
+            POL,
+            "notify_%s_%s_%s" % (kind, recipient, field),
+            {"settings": {"notifications": {kind: {recipient: {field: value}}}}},
+            [field, expect],
+        )
+        for kind in ("eligible_assignment", "active_assignment", "activation")
+        for recipient in ("admin", "requestor", "approver")
+        for field, value, expect in (
+            ("level", "Loud", "Loud.*None, Critical, All"),
+            ("default_recipients", "perhaps", "perhaps.*bool"),
+            ("additional_recipients", ["not-an-address"], "not-an-address.*email address"),
+        )
+    ]
+    + [
+        case(POLI, "roles_empty_list", {"roles": []}, ["roles", "empty", "omit it"]),
+        case(POLI, "roles_null_item", {"roles": [None]}, ["roles\\[0\\]", "null"]),
+        case(POLI, "roles_blank_item", {"roles": ["  "]}, ["roles\\[0\\]", "empty"]),
+        case(
+            POLI,
+            "role_alias_is_a_dict_item",
+            {"role": [{"name": "x"}]},
+            ["role\\[0\\]", "dictionary"],
+            covers=["roles"],
+        ),
+    ]
+    + [
+        case(ACC, "grant_empty_scope", {"grants": [dict(GRANT, directory_scope="")]}, ["directory_scope", "empty"]),
+        case(ACC, "grant_blank_scope", {"grants": [dict(GRANT, directory_scope="  ")]}, ["directory_scope", "empty"]),
+        case(ACC, "grant_null_scope", {"grants": [dict(GRANT, directory_scope=None)]}, ["directory_scope", "empty"]),
+        case(
+            ACC,
+            "boundary_empty_scope",
+            {"grants": [], "boundary": {"directory_scopes": [""]}},
+            ["boundary.directory_scopes", "empty"],
+        ),
+        case(
+            ACC,
+            "grant_duration_rounds_to_zero",
+            {"grants": [dict(GRANT, duration="PT0.5S")]},
+            ["duration", "PT0.5S", "longer than zero"],
+        ),
+        case(
+            ACC,
+            "grant_duration_overflows",
+            {"grants": [dict(GRANT, duration="P99999999D")]},
+            ["duration", "P99999999D", "9999-12-31"],
+        ),
+        case(ACC, "grant_start_empty", {"grants": [dict(GRANT, start="")]}, ["start", "empty"]),
+        case(
+            ACC,
+            "grant_start_not_a_date",
+            {"grants": [dict(GRANT, start="tomorrow")]},
+            ["start", "tomorrow", "ISO 8601"],
+        ),
+        case(
+            ACC,
+            "grant_principal_is_a_list",
+            {"grants": [dict(GRANT, principal=[ALICE_UPN, "bob@contoso.example"])]},
+            ["grants\\[0\\].principal", "single string", "list"],
+        ),
+        case(
+            ACC,
+            "grant_role_is_a_dict",
+            {"grants": [dict(GRANT, role={"name": "Security Reader"})]},
+            ["grants\\[0\\].role", "single string", "dictionary"],
+        ),
+        case(ACC, "grant_null_item", {"grants": [GRANT, None]}, ["grants\\[1\\]", "null"]),
+        case(
+            ACC,
+            "grant_missing_role",
+            {"grants": [{"principal": ALICE_UPN}]},
+            ["role", "grants"],
+            covers=["grants.principal"],
+        ),
+        case(
+            ACC,
+            "grant_wrong_principal_type",
+            {"grants": [dict(GRANT, principal_type="robot")]},
+            ["principal_type", "robot"],
+        ),
+        case(
+            ACC,
+            "grant_wrong_type_permanent",
+            {"grants": [dict(GRANT, permanent="perhaps")]},
+            ["permanent", "perhaps", "bool"],
+        ),
+        case(
+            ACC,
+            "grant_justification_is_a_list",
+            {"grants": [dict(GRANT, justification=["a"])]},
+            ["grants\\[0\\].justification", "single string"],
+        ),
+        case(
+            ACC,
+            "grant_ticket_number_alone",
+            {"grants": [dict(GRANT, ticket_number="CHG-1")]},
+            ["ticket_number", "ticket_system"],
+        ),
+        case(
+            ACC,
+            "grant_ticket_system_alone",
+            {"grants": [dict(GRANT, ticket_system="ServiceNow")]},
+            ["ticket_number", "ticket_system"],
+        ),
+        case(
+            ACC,
+            "grant_unknown_key",
+            {"grants": [dict(GRANT, bogus=1)]},
+            ["grants.bogus", "Supported parameters"],
+            covers=[],
+        ),
+        case(
+            ACC,
+            "boundary_blank_principal",
+            {"grants": [], "boundary": {"principals": [" "]}},
+            ["boundary.principals\\[0\\]", "empty"],
+        ),
+        case(
+            ACC, "boundary_blank_role", {"grants": [], "boundary": {"roles": [""]}}, ["boundary.roles\\[0\\]", "empty"]
+        ),
+        case(
+            ACC,
+            "boundary_wrong_type",
+            {"grants": [], "boundary": {"types": ["sometimes"]}},
+            ["types", "sometimes", "eligible, active"],
+        ),
+        case(ACC, "boundary_not_a_dict", {"grants": [], "boundary": ["principals"]}, ["boundary", "dict"]),
+        case(
+            ACC,
+            "protected_blank",
+            {"grants": [], "protected_principals": [""]},
+            ["protected_principals\\[0\\]", "empty"],
+        ),
+        case(
+            ACC,
+            "protected_null",
+            {"grants": [], "protected_principals": [None]},
+            ["protected_principals\\[0\\]", "null"],
+        ),
+        case(ACC, "wrong_type_purge", {"grants": [], "purge": "perhaps"}, ["purge", "perhaps", "bool"]),
+        case(
+            ACC,
+            "wrong_type_end_activations",
+            {"grants": [], "end_activations": "perhaps"},
+            ["end_activations", "perhaps", "bool"],
+        ),
+        case(
+            ACC,
+            "wrong_type_protect_last_ga",
+            {"grants": [], "protect_last_global_admin": "perhaps"},
+            ["protect_last_global_admin", "perhaps"],
+        ),
+        case(ACC, "wrong_type_fail_fast", {"grants": [], "fail_fast": "perhaps"}, ["fail_fast", "perhaps", "bool"]),
+        case(
+            ACC,
+            "justification_is_a_dict",
+            {"grants": [], "justification": {"a": 1}},
+            ["justification", "single string"],
+        ),
+        case(ACC, "ticket_number_alone", {"grants": [], "ticket_number": "CHG-1"}, ["ticket_number", "ticket_system"]),
+        case(
+            ACC, "ticket_system_is_a_list", {"grants": [], "ticket_system": ["x"]}, ["ticket_system", "single string"]
+        ),
+        case(ACC, "grants_not_a_list", {"grants": {"principal": ALICE_UPN}}, ["grants", "list"]),
+    ]
+    + [
+        # The shared connection options (_auth doc fragment, PimModule): one case each, on pim_role_eligibility_info.
+        case(EI, "auth_method_unknown", {"auth_method": "magic"}, ["auth_method", "magic", "client_secret"]),
+        case(EI, "tenant_id_empty", {"tenant_id": ""}, ["tenant_id", "missing"]),
+        case(EI, "client_id_empty", {"client_id": ""}, ["client_id", "missing"]),
+        case(EI, "client_secret_empty", {"client_secret": ""}, ["client_secret", "missing"]),
+        case(
+            EI,
+            "client_certificate_path_missing",
+            {"auth_method": "certificate", "client_certificate_path": "/nonexistent/cert.pem"},
+            ["client_certificate_path", "/nonexistent/cert.pem"],
+            covers=["auth_method", "client_certificate_path"],
+        ),
+        case(
+            EI,
+            "client_certificate_password_is_a_list",
+            {"client_certificate_password": ["x"]},
+            ["client_certificate_password", "single string"],
+        ),
+        case(
+            EI,
+            "federated_token_file_missing",
+            {"auth_method": "federated_token", "federated_token_file": "/nonexistent/token", "token_cache": False},
+            ["federated_token_file", "/nonexistent/token"],
+            covers=["federated_token_file"],
+        ),
+        case(
+            EI,
+            "managed_identity_client_id_is_a_list",
+            {"managed_identity_client_id": ["x"]},
+            ["managed_identity_client_id", "single string"],
+        ),
+        case(
+            EI,
+            "access_token_not_a_token",
+            {"auth_method": "access_token", "access_token": "not-a-token"},
+            ["access_token", "not accepted"],
+            covers=["access_token"],
+        ),
+        case(
+            EI,
+            "username_without_password",
+            {"auth_method": "username_password", "username": ALICE_UPN},
+            ["password", "missing"],
+            covers=["username"],
+        ),
+        case(
+            EI,
+            "password_without_username",
+            {"auth_method": "username_password", "password": "Sandbox-Alice-Pass-1!"},
+            ["username", "missing"],
+            covers=["password"],
+        ),
+        case(
+            EI,
+            "azure_cli_path_missing",
+            {"auth_method": "azure_cli", "azure_cli_path": "/nonexistent/az"},
+            ["azure_cli_path", "/nonexistent/az"],
+            covers=["azure_cli_path"],
+        ),
+        case(EI, "cloud_unknown", {"cloud": "mars"}, ["cloud", "mars", "public"]),
+        case(
+            EI,
+            "authority_host_not_https",
+            {"authority_host": "ftp://login.example"},
+            ["authority_host", "ftp://login.example", "https"],
+        ),
+        case(
+            EI,
+            "graph_url_not_https",
+            {"graph_url": "ftp://graph.example"},
+            ["graph_url", "ftp://graph.example", "https"],
+        ),
+        case(
+            EI, "ca_bundle_missing", {"ca_bundle": "/nonexistent/ca.pem"}, ["ca_bundle", "/nonexistent/ca.pem", "PEM"]
+        ),
+        case(EI, "validate_certs_wrong_type", {"validate_certs": "perhaps"}, ["validate_certs", "perhaps", "bool"]),
+        case(EI, "token_cache_wrong_type", {"token_cache": "perhaps"}, ["token_cache", "perhaps", "bool"]),
+        case(EI, "token_cache_path_is_a_list", {"token_cache_path": ["a", "b"]}, ["token_cache_path", "single string"]),
+        case(EI, "request_timeout_negative", {"request_timeout": -1}, ["request_timeout", "-1", "1 to 3600"]),
+        case(
+            EI,
+            "request_timeout_huge",
+            {"request_timeout": 10**20},
+            ["request_timeout", "100000000000000000000", "1 to 3600"],
+        ),
+        case(EI, "max_retries_negative", {"max_retries": -1}, ["max_retries", "-1", "0 to 100"]),
+        case(EI, "max_retry_wait_negative", {"max_retry_wait": -5}, ["max_retry_wait", "-5", "0 to 3600"]),
+    ]
+    + [
+        case(
+            ONB,
+            "empty_scope_in_profile_entry",
+            {"onboard_principals": [ALICE_UPN], "onboard_entries": [dict(ENTRY, directory_scope="")]},
+            ["invalid entry", "directory_scope", "not empty"],
+            covers=["onboard_entries"],
+        ),
+        case(
+            ONB,
+            "null_scope_in_profile_entry",
+            {
+                "onboard_principals": [ALICE_UPN],
+                "onboard_access_profiles": {"p": [dict(ENTRY, directory_scope=None)]},
+                "onboard_profiles": ["p"],
+            },
+            ["invalid entry", "directory_scope"],
+            covers=["onboard_access_profiles"],
+        ),
+        case(
+            ONB,
+            "profile_not_a_list",
+            {
+                "onboard_principals": [ALICE_UPN],
+                "onboard_access_profiles": {"p": "Security Reader"},
+                "onboard_profiles": ["p"],
+            },
+            ["invalid entry", "Security Reader", "onboard_access_profiles"],
+            covers=["onboard_access_profiles", "onboard_profiles"],
+        ),
+        case(
+            ONB,
+            "no_principals",
+            {"onboard_principals": [], "onboard_entries": [ENTRY]},
+            ["onboard_principals", "empty"],
+        ),
+        case(
+            ONB,
+            "wrong_principal_type",
+            {"onboard_principals": [ALICE_UPN], "onboard_principal_type": "robot", "onboard_entries": [ENTRY]},
+            ["onboard_principal_type", "robot"],
+        ),
+        case(
+            ONB,
+            "wrong_type_exclusive",
+            {"onboard_principals": [ALICE_UPN], "onboard_exclusive": "perhaps", "onboard_entries": [ENTRY]},
+            ["onboard_exclusive", "perhaps"],
+        ),
+        case(
+            ONB,
+            "protected_blank",
+            {"onboard_principals": [ALICE_UPN], "onboard_protected_principals": [""], "onboard_entries": [ENTRY]},
+            ["protected_principals\\[0\\]", "empty"],
+        ),
+        case(
+            ONB,
+            "justification_is_a_dict",
+            {"onboard_principals": [ALICE_UPN], "onboard_justification": {"a": 1}, "onboard_entries": [ENTRY]},
+            ["justification", "single string"],
+        ),
+        case(
+            ONB,
+            "ticket_number_alone",
+            {"onboard_principals": [ALICE_UPN], "onboard_ticket_number": "CHG-1", "onboard_entries": [ENTRY]},
+            ["ticket_number", "ticket_system"],
+        ),
+        case(
+            ONB,
+            "ticket_system_alone",
+            {"onboard_principals": [ALICE_UPN], "onboard_ticket_system": "ServiceNow", "onboard_entries": [ENTRY]},
+            ["ticket_number", "ticket_system"],
+        ),
+        case(
+            ONB,
+            "report_path_unwritable",
+            {"onboard_principals": [ALICE_UPN], "onboard_entries": [HELD], "onboard_report_path": NO_DIR},
+            [re.escape(NO_DIR.rsplit("/", 1)[0])],
+            covers=["onboard_report_path"],
+        ),
+        case(
+            ONB,
+            "wrong_report_format",
+            {"onboard_principals": [ALICE_UPN], "onboard_report_format": "pdf", "onboard_entries": [ENTRY]},
+            ["onboard_report_format", "pdf"],
+        ),
+        case(
+            ONB,
+            "wrong_type_report_in_check_mode",
+            {"onboard_principals": [ALICE_UPN], "onboard_report_in_check_mode": "perhaps", "onboard_entries": [ENTRY]},
+            ["onboard_report_in_check_mode", "perhaps"],
+        ),
+        case(
+            ONB,
+            "wrong_type_show_summary",
+            {"onboard_principals": [ALICE_UPN], "onboard_show_summary": "perhaps", "onboard_entries": [ENTRY]},
+            ["onboard_show_summary", "perhaps"],
+        ),
+        case(
+            ONB,
+            "duration_rounds_to_zero",
+            {"onboard_principals": [ALICE_UPN], "onboard_entries": [dict(ENTRY, duration="PT0.5S")]},
+            ["duration", "PT0.5S", "longer than zero"],
+            covers=["onboard_entries"],
+        ),
+    ]
+    + [
+        case(
+            OFF,
+            "wrong_principal_type",
+            {"offboard_principal": ALICE_UPN, "offboard_principal_type": "robot"},
+            ["offboard_principal_type", "robot"],
+        ),
+        case(OFF, "empty_principal", {"offboard_principal": ""}, ["offboard_principal", "empty"]),
+        case(
+            OFF,
+            "empty_scope_filter",
+            {"offboard_principal": ALICE_UPN, "offboard_directory_scopes": [""]},
+            ["offboard_directory_scopes"],
+        ),
+        case(
+            OFF,
+            "wrong_types",
+            {"offboard_principal": ALICE_UPN, "offboard_types": ["sometimes"]},
+            ["offboard_types", "sometimes"],
+        ),
+        case(
+            OFF, "empty_types", {"offboard_principal": ALICE_UPN, "offboard_types": []}, ["offboard_types", "eligible"]
+        ),
+        case(
+            OFF,
+            "wrong_type_end_activations",
+            {"offboard_principal": ALICE_UPN, "offboard_end_activations": "perhaps"},
+            ["offboard_end_activations", "perhaps"],
+        ),
+        case(
+            OFF,
+            "wrong_type_protect_last_ga",
+            {"offboard_principal": ALICE_UPN, "offboard_protect_last_global_admin": "perhaps"},
+            ["offboard_protect_last_global_admin", "perhaps"],
+        ),
+        case(
+            OFF,
+            "justification_is_a_dict",
+            {"offboard_principal": ALICE_UPN, "offboard_justification": {"a": 1}},
+            ["justification", "single string"],
+        ),
+        case(
+            OFF,
+            "ticket_number_alone",
+            {"offboard_principal": ALICE_UPN, "offboard_ticket_number": "CHG-1"},
+            ["ticket_number", "ticket_system"],
+        ),
+        case(
+            OFF,
+            "ticket_system_alone",
+            {"offboard_principal": ALICE_UPN, "offboard_ticket_system": "ServiceNow"},
+            ["ticket_number", "ticket_system"],
+        ),
+        case(
+            OFF,
+            "wrong_type_report",
+            {"offboard_principal": ALICE_UPN, "offboard_report": "perhaps"},
+            ["offboard_report", "perhaps"],
+        ),
+        case(
+            OFF,
+            "report_dir_unwritable",
+            {
+                "offboard_principal": ALICE_UPN,
+                "offboard_roles": ["Security Reader"],
+                "offboard_report_dir": NO_DIR.rsplit("/", 1)[0],
+            },
+            [re.escape(NO_DIR.rsplit("/", 1)[0])],
+            covers=["offboard_report_dir"],
+        ),
+        case(
+            OFF,
+            "report_path_unwritable",
+            {"offboard_principal": ALICE_UPN, "offboard_roles": ["Security Reader"], "offboard_report_path": NO_DIR},
+            [re.escape(NO_DIR.rsplit("/", 1)[0])],
+            covers=["offboard_report_path"],
+        ),
+        case(
+            OFF,
+            "wrong_report_format",
+            {"offboard_principal": ALICE_UPN, "offboard_report_format": "pdf"},
+            ["offboard_report_format", "pdf"],
+        ),
+        case(
+            OFF,
+            "wrong_type_show_summary",
+            {"offboard_principal": ALICE_UPN, "offboard_show_summary": "perhaps"},
+            ["offboard_show_summary", "perhaps"],
+        ),
+    ]
+)
+CASES = CASES + ISSUE14_CASES
+
 TARGETS = sorted({p.values[0] for p in CASES})
 
 
@@ -465,21 +1198,53 @@ for _target in TARGETS:
     globals()[_name] = type(_name, (_BadInputCells,), {"target": _target})
 
 
+# The PIM part of the sandbox state: what a bad input must leave exactly as it was.
+PIM_STATE_KEYS = (
+    "roleEligibilitySchedules",
+    "roleEligibilityScheduleRequests",
+    "roleEligibilityScheduleInstances",
+    "roleAssignmentSchedules",
+    "roleAssignmentScheduleRequests",
+    "roleAssignmentScheduleInstances",
+    "roleManagementPolicies",
+    "roleManagementPolicyAssignments",
+)
+
+
+def pim_state(state):
+    return {key: state.get(key) for key in PIM_STATE_KEYS}
+
+
+def _has_traceback(records):
+    # ansible-core puts "(traceback unavailable)" in every failure; a real one starts with "Traceback".
+    return any("Traceback" in str(r.get("msg", "")) + str(r.get("exception", "")) for _n, r in records)
+
+
 def check_bad_input(sandbox, bad_dir, target, cid, args, expect):
     play = _play(sandbox, target, bad_dir)
     result = play["result"]
     records, stats_after = _records_of(result, cid)
     stats_before = _previous_stats(result, cid)
     failed = [r for _n, r in records if r["_status"] == "failed"]
-    assert failed, "case %s did not fail: %s" % (cid, [r for _n, r in records])
     msg = " ".join(str(r.get("msg", "")) for r in failed)
-    assert "Traceback" not in msg and "Traceback" not in result.stdout
     missing = [e for e in expect if not re.search(e, msg, re.IGNORECASE)]
     writes = total_writes(stats_after) - total_writes(stats_before)
-    outcome = "fails before any write" if not missing and writes == 0 else "FALLS SHORT"
+    traceback = _has_traceback(records)
+    if traceback:
+        outcome = "traceback"
+    elif not failed:
+        # Accepted instead of refused: with a write, the module acted on something else than asked.
+        outcome = "silent widening" if writes else "not refused"
+    elif writes:
+        outcome = "partial write"
+    else:
+        outcome = "fails before any write" if not missing else "FALLS SHORT"
     _record(target, cid, outcome, msg[:300], writes)
+    assert failed, "case %s did not fail: %s" % (cid, [r for _n, r in records])
+    assert not traceback and "Traceback" not in result.stdout, msg
     assert not missing, "message %r lacks %s" % (msg, missing)
     assert writes == 0, "case %s wrote %s" % (cid, stats_after["writes"])
+    assert pim_state(play["after"]) == pim_state(play["before"]), "the play changed the PIM state"
 
 
 def _record(target, cid, outcome, msg, writes):
@@ -488,6 +1253,106 @@ def _record(target, cid, outcome, msg, writes):
         handle.write(
             json.dumps({"row": target, "col": cid, "outcome": outcome, "detail": msg, "writes": writes}) + "\n"
         )
+    tally = bad_input_tally(RESULTS_DIR / "bad_input.jsonl")
+    (RESULTS_DIR / "bad_input_tally.json").write_text(json.dumps(tally, indent=2, sort_keys=True) + "\n")
+
+
+def bad_input_tally(path):
+    """Cases, tracebacks, partial writes and silent widenings over the last record of each case."""
+    latest = {}
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            rec = json.loads(line)
+            latest[(rec["row"], rec["col"])] = rec
+    outcomes = [rec["outcome"] for rec in latest.values()]
+    return {
+        "cases": len(latest),
+        "fails_before_any_write": outcomes.count("fails before any write"),
+        "tracebacks": outcomes.count("traceback"),
+        "partial_writes": outcomes.count("partial write"),
+        "silent_widenings": outcomes.count("silent widening"),
+        "not_refused": outcomes.count("not refused"),
+        "message_falls_short": outcomes.count("FALLS SHORT"),
+        "modules_and_roles": len({rec["row"] for rec in latest.values()}),
+    }
+
+
+# ----------------------------------------------------------------------------- completeness
+
+MODULES = (E, EI, A, AI, ACT, POL, POLI, ACC)
+
+
+def _spec_paths(spec, prefix=""):
+    out = set()
+    for name, opt in spec.items():
+        out.add(prefix + name)
+        if opt.get("options"):
+            out |= _spec_paths(opt["options"], prefix + name + ".")
+    return out
+
+
+def module_spec(fqcn):
+    """The argument spec a module passes to PimModule (its own options, without the shared ones)."""
+    import importlib
+
+    from ansible_collections.entra.pim.plugins.module_utils import _module
+
+    captured = {}
+
+    class Captured(Exception):
+        pass
+
+    def capture(self, argument_spec, **_kwargs):
+        captured.update(argument_spec)
+        raise Captured()
+
+    module = importlib.import_module("ansible_collections.entra.pim.plugins.modules." + fqcn.rsplit(".", 1)[-1])
+    original = _module.PimModule.__init__
+    _module.PimModule.__init__ = capture
+    try:
+        module.main()
+    except Captured:
+        pass
+    finally:
+        _module.PimModule.__init__ = original
+    return captured
+
+
+def role_spec(fqcn):
+    import yaml
+
+    path = ROOT / "roles" / fqcn.rsplit(".", 1)[-1] / "meta" / "argument_specs.yml"
+    return yaml.safe_load(path.read_text())["argument_specs"]["main"]["options"]
+
+
+def _uncovered(paths, covered):
+    return sorted(p for p in paths if not any(c == p or c.startswith(p + ".") for c in covered))
+
+
+def test_every_option_has_a_case():
+    """Every option (and suboption) of every module and of both roles has at least one bad-input case."""
+    from ansible_collections.entra.pim.plugins.module_utils._auth import AUTH_ARGSPEC
+
+    covered = {}
+    for (target, _cid), paths in COVERS.items():
+        covered.setdefault(target, set()).update(paths)
+    missing = {}
+    for target in MODULES:
+        spec = module_spec(target)
+        assert spec, target
+        holes = _uncovered(_spec_paths(spec), covered.get(target, set()))
+        if holes:
+            missing[target] = holes
+    for target in (ONB, OFF):
+        holes = _uncovered(_spec_paths(role_spec(target)), covered.get(target, set()))
+        if holes:
+            missing[target] = holes
+    everywhere = set().union(*(covered.get(t, set()) for t in MODULES))
+    holes = _uncovered(set(AUTH_ARGSPEC), everywhere)
+    if holes:
+        missing["shared connection options"] = holes
+    assert not missing, "options without a bad-input case: %s" % missing
+    assert len(CASES) >= 150
 
 
 # ----------------------------------------------------------------------------- valid edge inputs

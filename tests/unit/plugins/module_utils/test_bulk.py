@@ -413,6 +413,18 @@ def test_parse_grants_reports_each_bad_item_and_falls_back_to_task_values():
     assert grants[3].type == "eligible"
 
 
+@pytest.mark.parametrize("blank", ["", "   "])
+def test_parse_grants_refuses_an_empty_directory_scope_per_item(blank):
+    """Issue 14, point 3: '' used to become '/', a tenant-wide grant; an omitted scope still is '/'."""
+    grants, errors = _bulk.parse_grants(
+        [dict(principal="a@x", role="r", directory_scope=blank), dict(principal="b@x", role="r")],
+        {"justification": None, "ticket_number": None, "ticket_system": None},
+        NOW,
+    )
+    assert set(errors) == {0} and errors[0].startswith("directory_scope is empty")
+    assert grants[1].directory_scope == "/"
+
+
 # ------------------------------------------------------------------ whole runs against the fake
 
 

@@ -204,3 +204,80 @@ def test_missing_library_fails_clearly(capsys, session, monkeypatch):
     monkeypatch.setattr(_module, "MSAL_IMPORT_ERROR", "ImportError: No module named 'msal'")
     result = run(capsys, {"access_token": make_jwt()}, lambda module: {"changed": False})
     assert result["_rc"] == 1 and "msal" in result["msg"]
+
+
+# ------------------------------------------------------------------ issue 14, point 6: refused by type
+
+NESTED_SPEC = dict(
+    grants=dict(
+        type="list",
+        elements="dict",
+        options=dict(
+            principal=dict(type="str", required=True), role=dict(type="str"), secret=dict(type="str", no_log=True)
+        ),
+    ),
+    boundary=dict(type="dict", options=dict(principals=dict(type="list", elements="str"))),
+    names=dict(type="list", elements="str", aliases=["name"]),
+)
+
+
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"grants": [{"principal": ["alice", "bob"]}]}, "grants[0].principal must be a single string, got a list"),
+        ({"grants": [{"principal": "a", "role": {"name": "x"}}]}, "grants[0].role must be a single string, got a dict"),
+        ({"grants": [{"principal": "a"}, None]}, "grants[1] is null"),
+        ({"boundary": {"principals": ["a", ["b"]]}}, "boundary.principals[1] must be a string, got a list"),
+        ({"name": [None]}, "name[0] must be a string, got null"),
+        ({"boundary": {"principals": ["a", "  "]}}, "boundary.principals[1] is empty; remove it"),
+    ],
+)
+def test_shape_errors_name_the_option_at_any_depth(params, message):
+    errors = _module.shape_errors(NESTED_SPEC, params)
+    assert len(errors) == 1 and errors[0].startswith(message), errors
+
+
+def test_shape_errors_never_show_a_secret_value():
+    errors = _module.shape_errors(NESTED_SPEC, {"grants": [{"principal": "a", "secret": ["hunter2-secret"]}]})
+    assert errors == ["grants[0].secret must be a single string, got a list; give one value"]
+
+
+def test_shape_errors_accept_what_ansible_converts_safely():
+    ok = {"grants": [{"principal": "a", "role": 12}], "boundary": {"principals": ["a"]}, "names": "a,b"}
+    assert _module.shape_errors(NESTED_SPEC, ok) == []
+
+
+@pytest.mark.parametrize("value", [["User Administrator"], {"name": "User Administrator"}])
+def test_a_list_or_dict_for_a_string_option_fails_before_the_task_runs(capsys, value):
+    """A list given as role used to become the text "['User Administrator']" and be reported "not found"."""
+    called = []
+    result = run(capsys, {"role": value}, lambda m: called.append(m) or {})
+    assert result["failed"] and result["msg"].startswith("role must be a single string, got a "), result["msg"]
+    assert called == [] and "exception" not in result
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        # Issue 14, point 7: a negative timeout was a ValueError from requests, a huge one an OverflowError.
+        ({"request_timeout": -1}, "request_timeout -1 is out of range; expected a whole number of seconds from 1"),
+        ({"request_timeout": 10**20}, "request_timeout 100000000000000000000 is out of range"),
+        ({"request_timeout": 0}, "request_timeout 0 is out of range"),
+        ({"max_retries": -1}, "max_retries -1 is out of range"),
+        ({"max_retry_wait": -5}, "max_retry_wait -5 is out of range"),
+        ({"ca_bundle": "/nonexistent/ca.pem"}, "ca_bundle '/nonexistent/ca.pem' is not a readable file"),
+    ],
+)
+def test_connection_options_out_of_range_fail_before_the_task_runs(capsys, args, message):
+    called = []
+    result = run(capsys, dict({"access_token": make_jwt(), "role": "x"}, **args), lambda m: called.append(m) or {})
+    assert result["failed"] and result["msg"].startswith(message), result["msg"]
+    assert called == [] and "exception" not in result
+
+
+def test_a_lone_surrogate_is_refused_by_name_not_a_traceback(capsys):
+    """ansible-core raised UnicodeEncodeError logging such a value (a traceback, no message)."""
+    called = []
+    result = run(capsys, {"access_token": make_jwt(), "role": "alice\udcff"}, lambda m: called.append(m) or {})
+    assert result["failed"] and result["msg"].startswith("role holds characters that are not valid Unicode")
+    assert called == [] and "exception" not in result

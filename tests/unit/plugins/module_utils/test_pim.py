@@ -929,3 +929,24 @@ class _Confirming(_Settler):
         result = super().__call__()
         self.current = current_of([schedule()])
         return result
+
+
+# ------------------------------------------------------------------ issue 14: the info modules' filters
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"directory_scope": ""}, "directory_scope is empty"),
+        ({"directory_scope": "  "}, "directory_scope is empty"),
+        ({"expiring_within": "P99999999D"}, "expiring_within 'P99999999D' is too long"),
+        ({"expiring_within": "PT0.5S"}, "expiring_within 'PT0.5S' must be longer than zero"),
+        ({"expiring_within": ""}, "expiring_within '' is not an ISO 8601 duration"),
+    ],
+)
+def test_list_filters_refuse_empty_and_out_of_range_values(kwargs, message):
+    """An empty scope filter used to mean "every scope"; an empty one is refused, an omitted one is every scope."""
+    with pytest.raises(InputError) as err:
+        pim.check_list_filters(**kwargs)
+    assert err.value.msg.startswith(message)
+    pim.check_list_filters(directory_scope=None, expiring_within=None)

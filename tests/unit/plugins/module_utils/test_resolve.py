@@ -370,3 +370,29 @@ def test_batch_url_encoding():
         "&$select=id,displayName,userPrincipalName,mail"
     )
     assert _resolve.batch_item(req, 7) == {"id": "7", "method": "GET", "url": req["url"]}
+
+
+# ------------------------------------------------------------------ issue 14, point 3: no silent widening
+
+
+@pytest.mark.parametrize("blank", ["", " ", "\t"])
+def test_an_empty_directory_scope_is_refused_not_read_as_the_tenant(blank):
+    with pytest.raises(InputError) as err:
+        _resolve.directory_scope_local(blank)
+    assert err.value.msg.startswith("directory_scope is empty") and "'/'" in err.value.msg
+    with pytest.raises(InputError) as err:
+        _resolve.scope_option(blank, "grants[2].directory_scope")
+    assert err.value.msg.startswith("grants[2].directory_scope is empty")
+
+
+def test_only_an_omitted_scope_or_slash_means_the_tenant():
+    assert _resolve.directory_scope_local(None) == "/"
+    assert _resolve.directory_scope_local("/") == "/"
+    assert _resolve.directory_scope_local(" / ") == "/"
+
+
+def test_the_resolver_refuses_an_empty_scope_before_any_request():
+    client = FakeClient()
+    with pytest.raises(InputError):
+        Resolver(client).directory_scope("")
+    assert client.calls == []

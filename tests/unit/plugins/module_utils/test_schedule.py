@@ -376,3 +376,58 @@ def test_schedule_info_round_trip_is_no_drift(base, seconds):
         window = s.window_from_schedule_info(s.schedule_info(want, now))
         later = now + timedelta(seconds=30)
         assert s.differences(want, window, later) == []
+
+
+# ------------------------------------------------------------------ issue 14: no silent rounding, no overflow
+
+
+@pytest.mark.parametrize("text", ["PT0.5S", "PT0.999S", "PT0,4S"])
+def test_a_duration_below_one_second_is_refused_not_sent_as_pt0s(text):
+    """Point 5: what rounds to PT0S once cut to whole seconds (what format_duration sends) is refused."""
+    with pytest.raises(InputError) as err:
+        s.parse_duration(text, "grants[0].duration")
+    assert err.value.msg.startswith("grants[0].duration '%s' must be longer than zero" % text)
+
+
+def test_a_duration_is_cut_to_the_whole_seconds_that_are_sent():
+    delta = s.parse_duration("PT1.5S")
+    assert delta == timedelta(seconds=1) and s.format_duration(delta) == "PT1S"
+
+
+@pytest.mark.parametrize("text", ["P99999999D", "P" + "9" * 400 + "D", "PT99999999999999H"])
+def test_a_duration_ending_after_graphs_last_date_is_refused_naming_the_option(text):
+    """Point 7: P99999999D used to end in OverflowError when the end was computed."""
+    with pytest.raises(InputError) as err:
+        s.desired_schedule(duration=text, now=NOW)
+    assert err.value.msg.startswith("duration '") and "is too long" in err.value.msg and "9999-12-31" in err.value.msg
+
+
+def test_a_start_near_graphs_last_date_plus_a_duration_is_refused():
+    with pytest.raises(InputError) as err:
+        s.desired_schedule(start="9999-12-31T00:00:00Z", duration="P2D", now=NOW)
+    assert "duration 'P2D' is too long" in err.value.msg
+
+
+@pytest.mark.parametrize("option", ["start", "end", "duration"])
+@pytest.mark.parametrize("blank", ["", "   "])
+def test_an_empty_schedule_option_is_refused_not_read_as_omitted(option, blank):
+    """An unset variable renders as ''; an empty end/duration used to mean "unmanaged" (a new grant permanent)."""
+    with pytest.raises(InputError) as err:
+        s.desired_schedule(now=NOW, **{option: blank})
+    assert err.value.msg.startswith("%s is empty; omit it" % option)
+
+
+def test_end_after_refuses_an_overflowing_sum():
+    with pytest.raises(InputError) as err:
+        s.end_after(NOW, timedelta(days=999999999), "expiring_within", "P999999999D")
+    assert err.value.msg.startswith("expiring_within 'P999999999D' is too long")
+    assert s.end_after(NOW, timedelta(days=1)) == NOW + timedelta(days=1)
+
+
+def test_a_duration_counted_from_a_schedule_starting_in_9999_is_refused_not_an_overflow():
+    """A schedule Graph holds may start on 9999-12-31; P1D from there used to be an OverflowError."""
+    desired = s.desired_schedule(duration="P1D", now=NOW)
+    current = s.Window(datetime(9999, 12, 31, 12, 0, tzinfo=UTC), None)
+    with pytest.raises(InputError) as err:
+        s.differences(desired, current, NOW)
+    assert err.value.msg.startswith("duration 'P1D' is too long")

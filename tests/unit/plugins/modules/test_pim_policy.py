@@ -616,3 +616,38 @@ def test_a_partial_failure_says_what_was_applied(run):
         in result["msg"]
     )
     assert result["status"] == 400 and result["error_code"] == "InvalidPolicy"
+
+
+# ----------------------------------------------------------------- issue 14: bad input, named, before any request
+
+
+@pytest.mark.parametrize(
+    "module, args, message",
+    [
+        # Point 7: roles: [] used to end in AttributeError ('NoneType' object has no attribute 'display_name').
+        (pim_policy, {"roles": [], "settings": {"activation": {"require_mfa": True}}}, "roles is an empty list"),
+        (pim_policy_info, {"roles": []}, "roles is an empty list; omit it to read every role"),
+        # Point 3: an empty scope is refused like every scope option, never read as '/'.
+        (pim_policy, {"role": GA, "scope": "", "settings": {"activation": {"require_mfa": True}}}, "scope is empty"),
+        # Point 5: one duration parser; below one second once cut, or beyond Graph's last date.
+        (pim_policy, {"role": GA, "settings": {"active_assignment": {"max_duration": "PT0.6S"}}}, "longer than zero"),
+        (
+            pim_policy,
+            {"role": GA, "settings": {"eligible_assignment": {"max_duration": "P99999999D"}}},
+            "settings.eligible_assignment.max_duration 'P99999999D' is too long",
+        ),
+        # Point 6: a null, list or dict where a string belongs is refused by type.
+        (pim_policy_info, {"roles": [None]}, "roles[0] must be a string, got null"),
+        (pim_policy_info, {"roles": [["Global Administrator"]]}, "roles[0] must be a string, got a list"),
+        (
+            pim_policy,
+            {"role": GA, "settings": {"activation": {"max_duration": ["PT8H"]}}},
+            "settings.activation.max_duration must be a single string, got a list",
+        ),
+    ],
+)
+def test_bad_input_is_refused_naming_the_option_before_any_request(client, run, module, args, message):
+    result = run(module, args, client)
+    assert result["failed"] is True and message in result["msg"], result["msg"]
+    assert "Traceback" not in json.dumps(result) and "exception" not in result
+    assert client.calls == []

@@ -419,6 +419,16 @@ def test_policy_refusals_explained_in_normal_and_check_mode(graph, capsys, setup
         ({"state": "inactive", "duration": "PT1H"}, "apply to state=active only"),
         ({"ticket_number": "INC-1"}, "ticket_system"),
         ({"role": "Security Adminstrator"}, "did you mean 'Security Administrator'"),
+        # Issue 14, point 5: below one second once cut to whole seconds, below Graph's 5-minute minimum,
+        # beyond Graph's last date; point 3: an empty scope is not the tenant.
+        ({"duration": "PT0.5S"}, "duration 'PT0.5S' must be longer than zero"),
+        ({"duration": "PT2M"}, "duration 'PT2M' is shorter than PT5M"),
+        ({"duration": "P99999999D"}, "duration 'P99999999D' is too long"),
+        ({"directory_scope": ""}, "directory_scope is empty"),
+        ({"directory_scope": "  "}, "directory_scope is empty"),
+        # Point 6: a list or dict given to a string option is refused by type, naming the option.
+        ({"role": ["Security Administrator"]}, "role must be a single string, got a list"),
+        ({"justification": {"why": "x"}}, "justification must be a single string, got a dictionary"),
     ],
 )
 def test_bad_input(graph, capsys, args, message):
