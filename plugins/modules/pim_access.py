@@ -326,7 +326,7 @@ summary:
       description: Bad grants that were skipped (O(fail_fast=false)).
       type: int
     unknown:
-      description: Items whose outcome is not known: the writes stopped on an error before the item's
+      description: Items whose outcome is not known, because the writes stopped on an error before the item's
         outcome was known, or a write's answer was lost and Microsoft Graph could not be read to tell
         (RV(changes[].status=unknown)).
       type: int

@@ -1080,7 +1080,64 @@ ISSUE14_CASES = (
         ),
     ]
 )
-CASES = CASES + ISSUE14_CASES
+UNKNOWN_AU = "/administrativeUnits/50000000-0000-4000-8000-0000000000ff"
+
+# Inputs fixed on other parts of issue 14: an explicitly empty boundary (point 4), an unknown
+# administrative unit among good grants (point 10), and report paths that would fail only after
+# grants changed (point 9: ENTRY is not held, so these would write without the early check).
+MERGED_CASES = [
+    *[
+        case(
+            ACC,
+            "empty_boundary_%s" % key,
+            {"grants": [GRANT], "purge": True, "boundary": {key: []}},
+            ["boundary.%s is an empty list" % key, "omit boundary.%s" % key],
+        )
+        for key in ("principals", "roles", "directory_scopes", "types")
+    ],
+    case(
+        ACC,
+        "blank_boundary_principals",
+        {"grants": [GRANT], "purge": True, "boundary": {"principals": ["", " "]}},
+        ["boundary.principals"],
+    ),
+    case(
+        ACC,
+        "unknown_administrative_unit_among_good_grants",
+        {"grants": [dict(GRANT, role="User Administrator"), dict(GRANT, directory_scope=UNKNOWN_AU)]},
+        ["directory_scope", "no administrative unit with the id '50000000-0000-4000-8000-0000000000ff' exists"],
+    ),
+    case(
+        ONB,
+        "report_path_is_a_directory_with_changes",
+        {"onboard_principals": [ALICE_UPN], "onboard_entries": [ENTRY], "onboard_report_path": "/tmp"},
+        ["is a directory"],
+    ),
+    case(
+        ONB,
+        "report_path_unknown_extension_with_changes",
+        {"onboard_principals": [ALICE_UPN], "onboard_entries": [ENTRY], "onboard_report_path": "/tmp/x.pdf"},
+        ["ends in '.pdf'"],
+    ),
+    case(
+        ONB,
+        "report_format_contradicts_extension_with_changes",
+        {
+            "onboard_principals": [ALICE_UPN],
+            "onboard_entries": [ENTRY],
+            "onboard_report_path": "/tmp/x.json",
+            "onboard_report_format": "markdown",
+        },
+        ["onboard_report_format is markdown"],
+    ),
+    case(
+        OFF,
+        "report_path_no_extension",
+        {"offboard_principal": ALICE_UPN, "offboard_report_path": "/tmp/entra-pim-report"},
+        ["has no extension"],
+    ),
+]
+CASES = CASES + ISSUE14_CASES + MERGED_CASES
 
 TARGETS = sorted({p.values[0] for p in CASES})
 
