@@ -444,8 +444,7 @@ def plan(kind, target, desired, current, now):
         if not reasons:
             return Plan("none", ["the %s already matches" % kind.noun], before, before, None, [])
         info = sched.schedule_info(want, now, current.window)
-        after_window = sched.window_after(want, now, current.window)
-        after = describe(kind, target, after_window, current.schedule)
+        after = describe(kind, target, sched.applied_window(info, now), current.schedule)
         body = request_body(kind, "adminUpdate", target, info, **extras)
         return Plan("update", reasons, before, after, body, [])
 
@@ -457,7 +456,7 @@ def plan(kind, target, desired, current, now):
                 "none", ["request %s (%s) already asks for this" % (req["id"], req.get("status"))], desc, desc, None, []
             )
     info = sched.schedule_info(want, now)
-    after = describe(kind, target, sched.window_after(want, now), None)
+    after = describe(kind, target, sched.applied_window(info, now), None)
     body = request_body(kind, "adminAssign", target, info, **extras)
     return Plan("create", ["the %s does not exist" % kind.noun], None, after, body, [])
 

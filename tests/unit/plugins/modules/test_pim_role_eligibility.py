@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from ansible_collections.entra.pim.plugins.module_utils import _resolve
+from ansible_collections.entra.pim.plugins.module_utils import _schedule as sched
 from ansible_collections.entra.pim.plugins.module_utils._errors import GraphError
 from ansible_collections.entra.pim.plugins.module_utils._module import PimModule
 from ansible_collections.entra.pim.plugins.modules import pim_role_eligibility, pim_role_eligibility_info
@@ -57,6 +59,7 @@ class FakeGraph(FakeClient):
         self.require_expiration = False  # Expiration_Admin_Eligibility.isExpirationRequired
         self.policy_readable = True  # False: reading the policy is denied (no RoleManagementPolicy.Read.Directory)
         self.sent = []  # the action of every schedule request that reached the fake
+        self.bodies = []  # the body of every schedule request that reached the fake
         self.lose_next_answer = False
 
     # --------------------------------------------------------------- routes
@@ -127,6 +130,7 @@ class FakeGraph(FakeClient):
         )
         action = body["action"]
         self.sent.append(action)
+        self.bodies.append(body)
         info = body.get("scheduleInfo")
         if (
             action in ("adminAssign", "adminUpdate")
@@ -241,6 +245,43 @@ def test_check_mode_update_writes_nothing(graph, capsys):
     out = eligibility(capsys, end="2099-06-01T00:00:00Z", check_mode=True)
     assert out["changed"] and out["changes"] == ["end: 2099-01-01T00:00:00Z -> 2099-06-01T00:00:00Z"]
     assert graph.writes == ["adminAssign"]
+
+
+def test_check_mode_shows_the_schedule_the_real_run_sends(graph, capsys):
+    """Issue 14 point 16: a duration on a schedule that began long ago is applied from now; check mode
+    must show that very schedule (not start + duration, an end in the past)."""
+    now = datetime.now(timezone.utc)
+    began = now - timedelta(days=60)
+    graph.schedules["old"] = dict(
+        id="old",
+        principalId=ALICE,
+        roleDefinitionId=USER_ADMIN,
+        directoryScopeId="/",
+        appScopeId=None,
+        memberType="Direct",
+        status="Provisioned",
+        scheduleInfo={
+            "startDateTime": sched.format_datetime(began),
+            "expiration": {"type": "afterDateTime", "endDateTime": sched.format_datetime(now + timedelta(days=10))},
+        },
+    )
+    check = eligibility(capsys, duration="P30D", check_mode=True, diff=True)
+    assert check["changed"] and graph.sent == []
+    planned = check["diff"]["after"]
+    assert check["eligibility"] == planned
+    assert sched.parse_datetime(planned["end"]) > now  # never an end in the past
+
+    real = eligibility(capsys, duration="P30D", diff=True)
+    assert real["changed"] and graph.sent == ["adminUpdate"]
+    info = graph.bodies[-1]["scheduleInfo"]
+    # what check mode showed is what the write sent (and what Graph applies from it), to the clock's tick
+    sent = sched.applied_window(info, sched.parse_datetime(info["startDateTime"]))
+    assert abs(sched.parse_datetime(planned["start"]) - sent.start) <= timedelta(seconds=5)
+    assert abs(sched.parse_datetime(planned["end"]) - sent.end) <= timedelta(seconds=5)
+    assert sched.parse_datetime(info["startDateTime"]) >= now - timedelta(seconds=1)
+    assert real["diff"]["after"]["end"] == real["eligibility"]["end"]
+    # and it holds: the next run finds nothing to change
+    assert not eligibility(capsys, duration="P30D")["changed"]
 
 
 def test_pending_request_is_cancelled_on_absent(graph, capsys):
