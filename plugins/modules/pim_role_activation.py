@@ -119,7 +119,9 @@ attributes:
         real. Nothing is activated, extended or deactivated.
   diff_mode:
     support: full
-    details: Shows the activation before and after.
+    details:
+      - Shows the activation before and after, in check mode as it would be after the request. A request waiting for
+        an approver (an activation, or the extension of an activation) is shown with its status and C(request_id).
   idempotent:
     support: full
     details:
@@ -221,7 +223,9 @@ request:
     principal_id: 10000000-0000-4000-8000-000000000002
     role_definition_id: 194ae4cb-b126-40b2-bd5b-6091b380977d
 activation:
-  description: The activation after the task; null when the role is not active (or only pending).
+  description:
+    - The activation after the task; null when the role is not active (or only pending).
+    - In check mode, the activation the request would give.
   returned: always
   type: dict
   contains:

@@ -59,6 +59,23 @@ def test_check_apply_rerun(graph, capsys):
     assert not out["changed"] and out["summary"]["unchanged"] == 30 and graph.batches == 2
 
 
+def test_check_and_diff_show_updates_and_removals(graph, capsys):
+    """Issue 14 point 18: an update and a purge each show before and after in check + diff mode."""
+    boundary = {"roles": ["User Administrator"]}
+    run(capsys, grants=GRANTS[:3], boundary=boundary, purge=True)
+    writes = graph.writes
+    wanted = [dict(GRANTS[0], duration="P10D"), GRANTS[1]]
+    out = run(capsys, check_mode=True, diff=True, grants=wanted, boundary=boundary, purge=True)
+    assert out["changed"] and graph.writes == writes
+    assert out["summary"]["updated"] == 1 and out["summary"]["removed"] == 1
+    before, after = out["diff"]["before"], out["diff"]["after"]
+    assert len(before) == 2 and len(after) == 1
+    (updated,) = after
+    assert before[updated]["end"] != after[updated]["end"]
+    (removed,) = set(before) - set(after)
+    assert removed.startswith("eligible | User Administrator | / |") and before[removed]["end"]
+
+
 def test_fail_fast_is_a_clean_failure(graph, capsys):
     grants = GRANTS[:2] + [{"principal": "ghost@contoso.example", "role": "User Administrator"}]
     out = run(capsys, grants=grants)

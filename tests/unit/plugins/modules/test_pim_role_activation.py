@@ -225,7 +225,13 @@ def test_activate_for_policy_maximum_then_unchanged(graph, capsys):
     out = activate(capsys, justification="incident", check_mode=True, diff=True)
     assert out["changed"] and out["action_taken"] == "activated" and out["status"] == "active"
     assert out["duration"] == "PT8H" and out["duration_source"] == "policy" and graph.writes == []
-    assert out["diff"] == {"before": {}, "after": {}}
+    # the diff shows the activation the real run makes (issue 14 point 18), and check mode's result too
+    assert out["diff"]["before"] == {} and out["diff"]["after"]["status"] == "Provisioned"
+    assert (out["diff"]["after"]["start"], out["diff"]["after"]["end"]) == (
+        "2026-11-29T10:00:00Z",
+        "2026-11-29T18:00:00Z",
+    )
+    assert out["activation"] == out["diff"]["after"] and out["end"] == "2026-11-29T18:00:00Z"
 
     out = activate(capsys, justification="incident")
     assert out["changed"] and graph.writes == ["selfActivate"]
@@ -290,6 +296,76 @@ def test_pending_request_is_cancelled_on_inactive(graph, capsys):
     out = activate(capsys, state="inactive")
     assert out["changed"] and out["action_taken"] == "canceled" and graph.writes[-1] == "cancel"
     assert graph.requests[0]["id"] == pending["request"]["id"] and graph.requests[0]["status"] == "Canceled"
+
+
+# ------------------------------------------------------------------ check + diff (issue 14 point 18)
+
+
+def _changed_diff(out):
+    assert out["changed"] and out["diff"]["before"] != out["diff"]["after"], out.get("diff")
+    return out["diff"]["before"], out["diff"]["after"]
+
+
+def test_check_diff_shows_every_change(graph, capsys):
+    # activate, pending approval: the request that would wait for an approver
+    graph.rules["Approval_EndUser_Assignment"]["setting"]["isApprovalRequired"] = True
+    before, after = _changed_diff(activate(capsys, justification="x", check_mode=True, diff=True))
+    assert before == {} and after["status"] == "PendingApproval" and after["end"] == "2026-11-29T18:00:00Z"
+    # a real run shows the same
+    real = activate(capsys, justification="x", diff=True)
+    before, after = _changed_diff(real)
+    assert before == {} and after["status"] == "PendingApproval"
+    assert after["request_id"] == real["request"]["id"]
+    # cancel the pending request: before is that request, after nothing
+    before, after = _changed_diff(activate(capsys, state="inactive", check_mode=True, diff=True))
+    assert before["request_id"] == real["request"]["id"] and after == {}
+    assert graph.writes == ["selfActivate"]
+    activate(capsys, state="inactive")
+    graph.rules["Approval_EndUser_Assignment"]["setting"]["isApprovalRequired"] = False
+
+    # deactivate: before the activation, after nothing
+    activate(capsys, justification="x")
+    graph.now += timedelta(minutes=6)
+    before, after = _changed_diff(activate(capsys, state="inactive", check_mode=True, diff=True))
+    assert before["status"] == "Provisioned" and before["end"] == ts(
+        graph.now - timedelta(minutes=6) + timedelta(hours=8)
+    )
+    assert after == {}
+
+    # extend in place: the end moves
+    graph.extend_in_place = True
+    graph.now += timedelta(hours=7, minutes=44)
+    writes = list(graph.writes)
+    before, after = _changed_diff(activate(capsys, justification="x", check_mode=True, diff=True))
+    assert before["end"] == "2026-11-29T18:00:00Z" and after["end"] == ts(graph.now + timedelta(hours=8))
+    assert graph.writes == writes
+    real = activate(capsys, justification="x", diff=True)
+    assert real["diff"]["after"]["end"] == after["end"]
+    # nothing to do: no change, no difference
+    out = activate(capsys, justification="x", check_mode=True, diff=True)
+    assert not out["changed"] and out["diff"]["before"] == out["diff"]["after"] != {}
+
+
+def test_check_diff_of_an_extension_left_for_an_approver(graph, capsys):
+    activate(capsys, justification="x")
+    graph.rules["Approval_EndUser_Assignment"]["setting"]["isApprovalRequired"] = True
+    graph.now += timedelta(hours=7, minutes=50)
+    out = activate(capsys, justification="x", check_mode=True, diff=True)
+    assert out["action_taken"] == "extension_requested"
+    before, after = _changed_diff(out)
+    assert before["status"] == after["status"] == "Provisioned" and "pending_request" not in before
+    assert after["pending_request"]["status"] == "PendingAdminDecision"
+    real = activate(capsys, justification="x", diff=True)
+    assert real["diff"]["after"]["pending_request"]["request_id"] == real["request"]["id"]
+
+
+def test_check_diff_of_a_reactivation(graph, capsys):
+    activate(capsys, justification="x")
+    graph.now += timedelta(hours=7, minutes=50)
+    out = activate(capsys, justification="x", check_mode=True, diff=True)
+    assert out["action_taken"] == "reactivated"
+    before, after = _changed_diff(out)
+    assert after["end"] == ts(graph.now + timedelta(hours=8)) and before["end"] == "2026-11-29T18:00:00Z"
 
 
 # ------------------------------------------------------------------ extend

@@ -149,6 +149,12 @@ def test_lifecycle_for_each_principal_kind(graph, capsys, principal, kind):
     assert out["assignment"]["principal_type"] == kind and out["assignment"]["assignment_type"] == "Assigned"
     sid = out["assignment"]["id"]
     assert not assignment(capsys, principal=principal, duration="P30D", justification="j")["changed"]
+    # check + diff shows the update and the removal before they happen (issue 14 point 18)
+    out = assignment(capsys, principal=principal, permanent=True, justification="j", check_mode=True, diff=True)
+    assert out["changed"] and out["diff"]["before"]["permanent"] is False and out["diff"]["after"]["permanent"]
+    out = assignment(capsys, principal=principal, state="absent", check_mode=True, diff=True)
+    assert out["changed"] and out["diff"]["before"]["id"] == sid and out["diff"]["after"] == {}
+    assert graph.writes == ["adminAssign"]
     out = assignment(capsys, principal=principal, permanent=True, justification="j")
     assert out["changed"] and graph.writes[-1] == "adminUpdate" and out["assignment"]["id"] == sid
     out = assignment(capsys, principal=principal, state="absent", justification="j")

@@ -284,6 +284,21 @@ def test_check_mode_shows_the_schedule_the_real_run_sends(graph, capsys):
     assert not eligibility(capsys, duration="P30D")["changed"]
 
 
+def test_check_and_diff_show_every_change(graph, capsys):
+    """Issue 14 point 18: each change shows a non-empty diff in check mode, and check mode writes nothing."""
+    out = eligibility(capsys, duration="P30D", check_mode=True, diff=True)
+    assert out["diff"]["before"] == {} and out["diff"]["after"]["end"]
+    eligibility(capsys, duration="P30D")
+    out = eligibility(capsys, permanent=True, check_mode=True, diff=True)
+    assert out["changed"] and out["diff"]["before"]["permanent"] is False and out["diff"]["after"]["permanent"] is True
+    out = eligibility(capsys, state="absent", check_mode=True, diff=True)
+    assert out["changed"] and out["diff"]["before"]["role_name"] == "User Administrator"
+    assert out["diff"]["after"] == {}
+    assert graph.writes == ["adminAssign"]
+    out = eligibility(capsys, duration="P30D", check_mode=True, diff=True)
+    assert not out["changed"] and out["diff"]["before"] == out["diff"]["after"]
+
+
 def test_pending_request_is_cancelled_on_absent(graph, capsys):
     graph.requests.append(
         {
@@ -296,6 +311,8 @@ def test_pending_request_is_cancelled_on_absent(graph, capsys):
             "scheduleInfo": None,
         }
     )
+    out = eligibility(capsys, state="absent", check_mode=True, diff=True)
+    assert out["changed"] and out["diff"]["before"]["request_id"] == "req-p" and out["diff"]["after"] == {}
     out = eligibility(capsys, state="absent")
     assert out["changed"] and graph.writes == ["cancel"]
     assert out["changes"][0].startswith("a pending request (PendingApproval req-p)")
