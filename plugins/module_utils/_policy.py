@@ -683,23 +683,40 @@ def _camel_keys(value):
     return value
 
 
-def _type_subjects(value, key=None):
-    """Give approver subjectSets their @odata.type back (info output drops @odata keys)."""
+# The subjectSet types an approval stage takes, by the field that identifies each one (notes §3.10).
+SUBJECT_TYPES_BY_FIELD = (
+    ("userId", SUBJECT_USER),
+    ("groupId", SUBJECT_GROUP),
+    ("managerLevel", "#microsoft.graph.requestorManager"),
+    ("servicePrincipalId", "#microsoft.graph.singleServicePrincipal"),
+)
+
+
+def _type_subjects(value, key=None, path="rules"):
+    """Give approver subjectSets their @odata.type back (info output drops @odata keys).
+
+    Every subjectSet kind is inferred from the field that identifies it, so an exported rule restores
+    exactly; one that names none of them is refused here, before any rule is sent.
+    """
     if isinstance(value, dict):
         for k, v in value.items():
-            _type_subjects(v, k)
+            _type_subjects(v, k, "%s.%s" % (path, camel_to_snake(k)))
     elif isinstance(value, list):
-        for item in value:
+        for index, item in enumerate(value):
             if (
                 key in ("primaryApprovers", "escalationApprovers")
                 and isinstance(item, dict)
                 and "@odata.type" not in item
             ):
-                if "userId" in item:
-                    item["@odata.type"] = SUBJECT_USER
-                elif "groupId" in item:
-                    item["@odata.type"] = SUBJECT_GROUP
-            _type_subjects(item, key)
+                found = next((t for field, t in SUBJECT_TYPES_BY_FIELD if field in item), None)
+                if found is None:
+                    raise InputError(
+                        "%s[%d]: %r is not an approver; give user_id, group_id, manager_level or "
+                        "service_principal_id (or an @odata.type)." % (path, index, item),
+                        setting="rules",
+                    )
+                item["@odata.type"] = found
+            _type_subjects(item, key, "%s[%d]" % (path, index))
     return value
 
 
@@ -728,7 +745,7 @@ def apply_raw_rules(rules, raw_rules, role_name="the role"):
                 % (index, role_name, rule_id, ", ".join(sorted(rules))),
                 setting="rules",
             )
-        patch = _type_subjects(_camel_keys({k: v for k, v in raw.items() if k != "id"}))
+        patch = _type_subjects(_camel_keys({k: v for k, v in raw.items() if k != "id"}), path="rules[%d]" % index)
         given_type = patch.pop("@odata.type", None)
         if (
             given_type
