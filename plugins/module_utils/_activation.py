@@ -478,6 +478,29 @@ def describe_eligibilities(eligibilities, role_name_of):
     return ", ".join(names) if names else "none"
 
 
+def eligibility_refusal(state, target, now, role_name_of):
+    """The EligibilityRule message when the signed-in user holds no eligibility in effect for the role and
+    scope (directly or through a group: filterByCurrentUser covers both), else None. Pure."""
+    role, scope = target.role, target.directory_scope_id or "/"
+    matching = [e for e in state.eligibilities if _same(e, role.id, scope, target.app_scope_id)]
+    if any((sched.window_from_instance(e).start or now) <= now for e in matching):
+        return None
+    eligible = describe_eligibilities(state.eligibilities, role_name_of)
+    if matching:
+        starts = min(sched.window_from_instance(e).start for e in matching)
+        return (
+            "EligibilityRule: your eligibility for role '%s' at scope '%s' starts at %s, so it cannot be activated "
+            "yet and nothing was sent. Run again after it starts."
+            % (role.display_name, scope, sched.format_datetime(starts))
+        )
+    return (
+        "EligibilityRule: you (%s) are not eligible for role '%s' at scope '%s', so nothing was sent; you are "
+        "eligible for: %s. Activate one of those, or ask an administrator for an eligibility "
+        "(entra.pim.pim_role_eligibility)."
+        % (target.principal.display_name or target.principal.id, role.display_name, scope, eligible)
+    )
+
+
 def explain_rule(name, role_name, scope, policy, rules, request, eligible_text, claims=None):
     """One failed rule of an activation, in our words (notes §6.2)."""
     role = "role '%s'" % role_name
@@ -871,6 +894,14 @@ def run(module):
                 ),
                 duration=p["duration"],
             )
+
+    if decision.action in ("activate", "extend"):
+        # What Graph would refuse and the module can know: no eligibility (EligibilityRule), a missing
+        # justification or ticket (Enablement_EndUser_Assignment): refused before any request, in check mode too.
+        refusal = eligibility_refusal(state, target, now, task.role_name_of) if decision.action == "activate" else None
+        refusal = refusal or _pim.enablement_message("assignment", target.role.display_name, task.rules, decision.body)
+        if refusal:
+            raise InputError(refusal)
 
     before = describe_activation(target, state.activation, state.eligibility) if state.activation else None
     result = dict(

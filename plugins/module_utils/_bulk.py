@@ -323,6 +323,7 @@ class BulkResolver:
         self._app_ids = {}  # lower appId -> [service principal objects]
         self._fallback = {}  # (value, type) -> [answers] from the resolver's own requests
         self._scope_answers = {}
+        self._unit_answers = {}  # administrative unit id -> its GET's answer (or GraphError)
         self._errors = []  # GraphErrors of lookups (raised on first use)
         self.roles_error = None
         self.on_roles = []  # callbacks once the role list is loaded
@@ -336,8 +337,12 @@ class BulkResolver:
         self.principal_values.setdefault((value, principal_type), None)
 
     def want_scope(self, value):
-        if _resolve.directory_scope_local(value) is None:
+        local = _resolve.directory_scope_local(value)
+        if local is None:
             self.scope_names.setdefault(value.strip(), None)
+        elif _resolve.unit_of_scope(local):
+            # An administrative unit given by id must exist: one GET per unit, in the lookups' round.
+            self._unit_answers.setdefault(_resolve.unit_of_scope(local), None)
 
     def queue(self, rounds):
         """Queue the role list, the packed principal lookups and the AU lookups."""
@@ -384,6 +389,11 @@ class BulkResolver:
         for name in self.scope_names:
             req = _resolve.directory_scope_request(name)
             rounds.add_list(req["url"], lambda items, err, n=name: self._scope_answers.__setitem__(n, (items, err)))
+        for unit_id in self._unit_answers:
+            req = _resolve.unit_request(unit_id)
+            rounds.add(
+                {"method": "GET", "url": req["url"]}, lambda b, e, u=unit_id: self._unit_answers.__setitem__(u, e)
+            )
         self._maybe_done()
 
     def _queue_fallback(self, rounds, value, ptype):
@@ -490,6 +500,9 @@ class BulkResolver:
     def scope(self, value):
         local = _resolve.directory_scope_local(value)
         if local is not None:
+            error = _resolve.unit_answer_error(value, self._unit_answers.get(_resolve.unit_of_scope(local)))
+            if error is not None:
+                raise error
             return local
         items, err = self._scope_answers.get(value.strip(), (None, None))
         if err is not None:
@@ -767,7 +780,8 @@ class Reconciler:
         return changes
 
     def _within_policy(self, changes):
-        """Drop (as item errors) grants longer than their role's PIM policy allows, before any write.
+        """Drop (as item errors) grants the role's PIM policy refuses (too long, no justification or ticket),
+        before any write.
 
         The policies of every role with a create or update are read in one batched round.
         """
@@ -787,7 +801,7 @@ class Reconciler:
         for change in changes:
             refusal = None
             if change.plan.action in ("create", "update"):
-                refusal = _pim.above_policy_message(
+                refusal = _pim.policy_refusal(
                     change.kind,
                     change.target.role.display_name,
                     self.policy_rules.get(change.target.role.id),

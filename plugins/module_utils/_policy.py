@@ -142,8 +142,18 @@ def durations_equal(a, b):
     return sa == sb
 
 
+# The longest Edm.Duration Graph can hold (a .NET TimeSpan: 10,675,199 days and a bit).
+EDM_DURATION_MAX_SECONDS = 10675199 * 86400
+
+
 def _check_duration(path, value):
     seconds = duration_seconds(value)
+    if seconds is not None and seconds > EDM_DURATION_MAX_SECONDS:
+        raise InputError(
+            "settings.%s: %r is longer than any duration Graph can hold (an Edm.Duration ends at P10675199D); "
+            "give a duration such as P365D." % (path, value),
+            setting=path,
+        )
     if seconds is None:
         hint = ""
         if isinstance(value, str) and re.match(r"^P(\d+Y)?(\d+M)?(\d+[WD])?$", value.strip().upper() or "-"):
@@ -758,8 +768,43 @@ def apply_raw_rules(rules, raw_rules, role_name="the role"):
             )
         if "maximumDuration" in patch:
             _check_duration("rules[%d].maximum_duration" % index, patch["maximumDuration"])
+        merged = _merge(copy.deepcopy(current), patch)
+        _check_raw_rule(index, rule_id, merged, role_name)
         _merge(current, patch)
     return rules
+
+
+def _check_raw_rule(index, rule_id, rule, role_name):
+    """What Graph refuses in a rule, said before any PATCH: the rule, the role, the value and what is expected."""
+    rid = rule.get("id") or rule_id
+    if rid == ACTIVATION_EXPIRATION:
+        seconds = duration_seconds(rule.get("maximumDuration"))
+        if seconds is not None and not ACTIVATION_MIN_SECONDS <= seconds <= ACTIVATION_MAX_SECONDS:
+            raise InputError(
+                "rules[%d]: rule %s of role %r would allow activations of %s (maximumDuration); Entra allows "
+                "between PT30M (30 minutes) and P1D (24 hours). Give e.g. maximum_duration: PT8H, or use "
+                "settings.activation.max_duration." % (index, rid, role_name, rule.get("maximumDuration")),
+                setting="rules",
+            )
+    if "isExpirationRequired" in rule and rule.get("isExpirationRequired") and not rule.get("maximumDuration"):
+        raise InputError(
+            "rules[%d]: rule %s of role %r would require expiry (is_expiration_required: true) without a "
+            "maximum_duration; give one, e.g. P180D." % (index, rid, role_name),
+            setting="rules",
+        )
+    if rid == ACTIVATION_AUTH_CONTEXT and rule.get("isEnabled") and not str(rule.get("claimValue") or "").strip():
+        raise InputError(
+            "rules[%d]: rule %s of role %r would be enabled (is_enabled: true) without a claim_value; give the "
+            "Conditional Access authentication context id, e.g. c1." % (index, rid, role_name),
+            setting="rules",
+        )
+    stages = (rule.get("setting") or {}).get("approvalStages")
+    if isinstance(stages, list) and len(stages) > 2:
+        raise InputError(
+            "rules[%d]: rule %s of role %r would have %d approval stages; Graph allows one or two."
+            % (index, rid, role_name, len(stages)),
+            setting="rules",
+        )
 
 
 # ---------------------------------------------------------------------------------------

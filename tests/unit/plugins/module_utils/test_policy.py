@@ -738,6 +738,25 @@ def test_raw_rules_win_over_settings(rules):
             "the type of a rule cannot change",
         ),
         ([{"id": "Expiration_EndUser_Assignment", "maximum_duration": "soon"}], "not an ISO 8601 duration"),
+        # issue 14 point 8: what Graph refuses, refused before any PATCH, naming rule, role, value, expectation
+        (
+            [{"id": "Expiration_EndUser_Assignment", "maximum_duration": "P2D"}],
+            r"^rules\[0\]: rule Expiration_EndUser_Assignment of role 'the role' would allow activations of P2D "
+            r"\(maximumDuration\); Entra allows between PT30M \(30 minutes\) and P1D \(24 hours\)",
+        ),
+        ([{"id": "Expiration_EndUser_Assignment", "maximum_duration": "PT10M"}], "would allow activations of PT10M"),
+        (
+            [{"id": "Expiration_Admin_Eligibility", "maximum_duration": "P99999999D"}],
+            r"'P99999999D' is longer than any duration Graph can hold",
+        ),
+        (
+            [{"id": "AuthenticationContext_EndUser_Assignment", "is_enabled": True}],
+            "would be enabled .* without a claim_value",
+        ),
+        (
+            [{"id": "Approval_EndUser_Assignment", "setting": {"approval_stages": [{}, {}, {}]}}],
+            "would have 3 approval stages; Graph allows one or two",
+        ),
     ],
 )
 def test_raw_rules_errors(rules, raw, message):

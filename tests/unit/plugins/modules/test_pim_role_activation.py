@@ -58,6 +58,8 @@ class FakeGraph(FakeClient):
             "Approval_EndUser_Assignment": {"setting": {"isApprovalRequired": False}},
         }
         self.policy_readable = True
+        self.posted = []  # every schedule request that reached the fake (validation-only included)
+        self.eligible_from = None  # when the eligibilities start (None: already started)
         self.extend_in_place = False
         self.on_poll = None  # called on every request read by id (simulates time passing / an approver)
 
@@ -106,7 +108,8 @@ class FakeGraph(FakeClient):
         if path == BASE + "roleEligibilityScheduleInstances" + FBCU:
             return [
                 {"id": "ei-" + role, "principalId": ALICE, "roleDefinitionId": role, "directoryScopeId": "/",
-                 "roleEligibilityScheduleId": "es-" + role, "memberType": "Direct"}
+                 "roleEligibilityScheduleId": "es-" + role, "memberType": "Direct",
+                 "startDateTime": ts(self.eligible_from) if self.eligible_from else None}
                 for role in sorted(self.eligible)
             ]  # fmt: skip
         if path == "/policies/roleManagementPolicyAssignments":
@@ -125,6 +128,7 @@ class FakeGraph(FakeClient):
         role = body["roleDefinitionId"]
         current = self.activation(role)
         req = dict(body, id=str(uuid.uuid4()), createdDateTime=ts(self.now), status=None)
+        self.posted.append(body)
         enabled = self.rules["Enablement_EndUser_Assignment"]["enabledRules"]
         if action in ("selfActivate", "selfExtend"):
             failed = [] if role in self.eligible else ["EligibilityRule"]
@@ -467,14 +471,8 @@ def test_app_only_token_refused_before_any_request(graph, capsys):
     "setup, args, start",
     [
         (lambda g: g.claims.update(amr=["pwd"]), {"justification": "x"}, "MfaRule: role 'Security Administrator'"),
-        (lambda g: None, {}, "JustificationRule: role 'Security Administrator' requires a justification"),
-        (lambda g: g.rules["Enablement_EndUser_Assignment"]["enabledRules"].append("Ticketing"), {"justification": "x"},
-         "TicketingRule: role 'Security Administrator' requires ticket information"),
         (lambda g: None, {"justification": "x", "duration": "PT9H"},
          "ExpirationRule: role 'Security Administrator' allows activations of at most PT8H; the request asked for PT9H"),
-        (lambda g: None, {"justification": "x", "role": "User Administrator"},
-         "EligibilityRule: you are not eligible for 'User Administrator' at scope '/'; eligible roles: "
-         "'Security Administrator' at '/'."),
     ],
 )  # fmt: skip
 def test_policy_refusals_explained_in_normal_and_check_mode(graph, capsys, setup, args, start):
@@ -484,6 +482,45 @@ def test_policy_refusals_explained_in_normal_and_check_mode(graph, capsys, setup
         assert out["failed"] and out["msg"].startswith(start), out["msg"]
         assert RAW not in out["msg"] and "Traceback" not in json.dumps(out)
     assert graph.writes == []
+
+
+PREFIX = "The role's PIM policy would refuse this request, so nothing was sent. "
+
+
+@pytest.mark.parametrize(
+    "setup, args, message",
+    [
+        (lambda g: None, {},
+         PREFIX + "Enablement_EndUser_Assignment: role 'Security Administrator' requires a justification for "
+         "activations (enabledRules: MultiFactorAuthentication, Justification); set justification, or set "
+         "settings.activation.require_justification: false with entra.pim.pim_policy."),
+        (lambda g: g.rules["Enablement_EndUser_Assignment"]["enabledRules"].append("Ticketing"), {"justification": "x"},
+         PREFIX + "Enablement_EndUser_Assignment: role 'Security Administrator' requires ticket information for "
+         "activations (enabledRules: MultiFactorAuthentication, Justification, Ticketing); set ticket_number and "
+         "ticket_system, or set settings.activation.require_ticket: false with entra.pim.pim_policy."),
+        (lambda g: g.rules.update(
+            Enablement_EndUser_Assignment={"enabledRules": []},
+            Approval_EndUser_Assignment={"setting": {"isApprovalRequired": True, "isRequestorJustificationRequired": True}},
+        ), {},
+         PREFIX + "Approval_EndUser_Assignment: role 'Security Administrator' requires approval for activations with "
+         "a justification from the requestor (isRequestorJustificationRequired: true); set justification."),
+        (lambda g: None, {"justification": "x", "role": "User Administrator"},
+         "EligibilityRule: you (Alice Anders) are not eligible for role 'User Administrator' at scope '/', so nothing "
+         "was sent; you are eligible for: 'Security Administrator' at '/'. Activate one of those, or ask an "
+         "administrator for an eligibility (entra.pim.pim_role_eligibility)."),
+        (lambda g: setattr(g, "eligible_from", g.now + timedelta(days=1)), {"justification": "x"},
+         "EligibilityRule: your eligibility for role 'Security Administrator' at scope '/' starts at "
+         "2026-11-30T10:00:00Z, so it cannot be activated yet and nothing was sent. Run again after it starts."),
+    ],
+)  # fmt: skip
+def test_what_the_policy_refuses_is_refused_before_any_request(graph, capsys, setup, args, message):
+    """Issue 14 point 8: no request reaches Graph (not even isValidationOnly in check mode)."""
+    setup(graph)
+    for check_mode in (True, False):
+        out = activate(capsys, check_mode=check_mode, **args)
+        assert out["failed"] and out["msg"] == message
+        assert "Traceback" not in json.dumps(out)
+    assert graph.posted == [] and graph.writes == []
 
 
 @pytest.mark.parametrize(

@@ -60,6 +60,8 @@ class FakeGraph(FakeClient):
         self.policy_readable = True  # False: reading the policy is denied (no RoleManagementPolicy.Read.Directory)
         self.sent = []  # the action of every schedule request that reached the fake
         self.bodies = []  # the body of every schedule request that reached the fake
+        self.enabled_rules = []  # Enablement_Admin_Eligibility.enabledRules
+        self.unit_reads = 0  # GETs of an administrative unit by id
         self.lose_next_answer = False
 
     # --------------------------------------------------------------- routes
@@ -100,7 +102,8 @@ class FakeGraph(FakeClient):
                                 "id": "Expiration_Admin_Eligibility",
                                 "isExpirationRequired": self.require_expiration,
                                 "maximumDuration": "P365D",
-                            }
+                            },
+                            {"id": "Enablement_Admin_Eligibility", "enabledRules": list(self.enabled_rules)},
                         ]
                     }
                 }
@@ -178,6 +181,11 @@ class FakeGraph(FakeClient):
     # --------------------------------------------------------------- client interface
 
     def _get_in_batch(self, path, params):
+        if path.startswith("/directory/administrativeUnits/"):
+            self.unit_reads += 1
+            if path.rsplit("/", 1)[1] != SALES_AU:
+                raise GraphError("no unit", status=404, code="Request_ResourceNotFound")
+            return {"id": SALES_AU, "displayName": "Sales AU"}
         if path.startswith(BASE + "roleDefinitions/"):
             role = next((r for r in ROLES if r["id"] == path.rsplit("/", 1)[1]), None)
             if role is None:
@@ -370,6 +378,55 @@ def test_longer_than_the_policy_allows_is_refused_before_any_request(graph, caps
     # At the maximum exactly: accepted.
     out = eligibility(capsys, duration="P365D")
     assert out["changed"] and graph.sent == ["adminAssign"]
+
+
+@pytest.mark.parametrize("ids", [False, True])
+def test_unknown_administrative_unit_id_is_refused_before_any_write(graph, capsys, ids):
+    """Issue 14 point 8: '/administrativeUnits/<id>' of no unit is refused, the check riding in an existing batch."""
+    principal, role = (ALICE, USER_ADMIN) if ids else ("alice@contoso.example", "User Administrator")
+    ghost = "59999999-0000-4000-8000-000000000009"
+    for check_mode in (True, False):
+        graph.round_trips = 0
+        out = eligibility(
+            capsys,
+            principal=principal,
+            role=role,
+            directory_scope="/administrativeUnits/" + ghost,
+            check_mode=check_mode,
+        )
+        assert out["failed"] and out["msg"] == (
+            "directory_scope '/administrativeUnits/%s': no administrative unit with id %s exists in this tenant; give "
+            "the id or name of an existing administrative unit, or '/' for the whole tenant" % (ghost, ghost)
+        )
+        assert graph.sent == [] and graph.round_trips == 1
+    graph.round_trips = 0
+    out = eligibility(
+        capsys, principal=principal, role=role, directory_scope="/administrativeUnits/" + SALES_AU.upper()
+    )
+    assert out["changed"] and graph.sent == ["adminAssign"]
+    assert out["eligibility"]["directory_scope_id"] == "/administrativeUnits/" + SALES_AU
+    # the unit is read in the batch that also reads the state (ids) or looks up role and principal (names)
+    assert graph.round_trips == (2 if ids else 3) and graph.unit_reads == 3
+
+
+def test_ticket_and_justification_required_by_the_policy_are_refused_before_any_request(graph, capsys):
+    """Issue 14 point 8: Enablement_Admin_Eligibility's Ticketing and Justification, in the policy's words."""
+    graph.enabled_rules = ["Justification", "Ticketing"]
+    for check_mode in (True, False):
+        out = eligibility(capsys, permanent=True, check_mode=check_mode)
+        assert out["failed"] and out["msg"] == (
+            "The role's PIM policy would refuse this request, so nothing was sent. Enablement_Admin_Eligibility: "
+            "role 'User Administrator' requires a justification for eligible assignments (enabledRules: "
+            "Justification, Ticketing); set justification, or set settings.eligible_assignment.require_justification: "
+            "false with entra.pim.pim_policy. Enablement_Admin_Eligibility: role 'User Administrator' requires ticket "
+            "information for eligible assignments (enabledRules: Justification, Ticketing); set ticket_number and "
+            "ticket_system, or remove Ticketing from the rule's enabledRules with entra.pim.pim_policy (option rules)."
+        )
+        assert graph.sent == []
+    out = eligibility(capsys, permanent=True, justification="rota", ticket_number="CHG-7", ticket_system="SNOW")
+    assert out["changed"] and graph.sent == ["adminAssign"]
+    # removing needs neither (Graph checks the Enablement rules on assign and update)
+    assert eligibility(capsys, state="absent")["changed"]
 
 
 def test_maximum_binds_only_when_expiry_is_required(graph, capsys):
