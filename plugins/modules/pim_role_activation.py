@@ -28,6 +28,9 @@ description:
     C(az account get-access-token --resource-type ms-graph), O(auth_method=azure_cli), or
     O(auth_method=username_password) (test tenants and the sandbox). An application (app-only) token is refused
     before anything is sent, because activation always acts for the signed-in user.
+  - A role the user is not eligible for (at that scope, now), or a missing justification or ticket that the role's
+    policy requires, is refused before anything is sent (also in check mode), with the roles the user is eligible
+    for or the policy's rule and value.
   - The token needs the delegated Microsoft Graph permission C(RoleAssignmentSchedule.ReadWrite.Directory); reading
     the role's default duration from its policy needs C(RoleManagementPolicy.Read.Directory).
 author:
