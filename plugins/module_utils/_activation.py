@@ -478,6 +478,29 @@ def describe_eligibilities(eligibilities, role_name_of):
     return ", ".join(names) if names else "none"
 
 
+def eligibility_refusal(state, target, now, role_name_of):
+    """The EligibilityRule message when the signed-in user holds no eligibility in effect for the role and
+    scope (directly or through a group: filterByCurrentUser covers both), else None. Pure."""
+    role, scope = target.role, target.directory_scope_id or "/"
+    matching = [e for e in state.eligibilities if _same(e, role.id, scope, target.app_scope_id)]
+    if any((sched.window_from_instance(e).start or now) <= now for e in matching):
+        return None
+    eligible = describe_eligibilities(state.eligibilities, role_name_of)
+    if matching:
+        starts = min(sched.window_from_instance(e).start for e in matching)
+        return (
+            "EligibilityRule: your eligibility for role '%s' at scope '%s' starts at %s, so it cannot be activated "
+            "yet and nothing was sent. Run again after it starts."
+            % (role.display_name, scope, sched.format_datetime(starts))
+        )
+    return (
+        "EligibilityRule: you (%s) are not eligible for role '%s' at scope '%s', so nothing was sent; you are "
+        "eligible for: %s. Activate one of those, or ask an administrator for an eligibility "
+        "(entra.pim.pim_role_eligibility)."
+        % (target.principal.display_name or target.principal.id, role.display_name, scope, eligible)
+    )
+
+
 def explain_rule(name, role_name, scope, policy, rules, request, eligible_text, claims=None):
     """One failed rule of an activation, in our words (notes §6.2)."""
     role = "role '%s'" % role_name
@@ -596,6 +619,38 @@ def describe_activation(target, schedule, eligibility=None, status=None):
     return out
 
 
+def request_view(target, request, eligibility=None):
+    """A request (Graph's, or one planned and not sent) → the activation it asks for, as the module shows it.
+
+    Its window is what Graph applies to the request's ``scheduleInfo`` (a past start counts from
+    when it is processed); ``status`` is the request's (e.g. PendingApproval) or Provisioned.
+    """
+    info = (request or {}).get("scheduleInfo")
+    window = sched.applied_window(info, sched.parse_graph_datetime(info.get("startDateTime"))) if info else None
+    schedule = dict(request, id=request.get("targetScheduleId") or request.get("id"), assignmentType="Activated")
+    out = describe_activation(target, schedule, eligibility, request.get("status") or "Provisioned")
+    if window is not None:
+        out.update(sched.describe(window))
+    if request.get("id"):
+        out["request_id"] = request.get("id")
+    return out
+
+
+def diff_view(target, activation, request, eligibility=None):
+    """What the diff shows for one state: the activation, else a request still waiting to become one, else {}.
+
+    An activation with a request waiting for an approver (an extension) shows both.
+    """
+    waiting = request if request and request.get("status") in (APPROVAL | PROVISIONING) else None
+    if activation:
+        if waiting is not None and waiting.get("status") in APPROVAL:
+            return dict(activation, pending_request=request_view(target, waiting, eligibility))
+        return activation
+    if waiting is not None:
+        return request_view(target, waiting, eligibility)
+    return {}
+
+
 # ------------------------------------------------------------------ the task (reads and writes)
 #
 # pim_role_activation's run: read, plan (above, pure), then send, confirm and wait. Only this
@@ -624,6 +679,7 @@ class Task:
         self.rules = None
         self.policy = None
         self.policy_read = False
+        self.request = None  # the (last view of the) request this run sent or waited on, or would send in check mode
 
     # -------------------------------------------------------------- reading
 
@@ -849,6 +905,14 @@ def run(module):
                 duration=p["duration"],
             )
 
+    if decision.action in ("activate", "extend"):
+        # What Graph would refuse and the module can know: no eligibility (EligibilityRule), a missing
+        # justification or ticket (Enablement_EndUser_Assignment): refused before any request, in check mode too.
+        refusal = eligibility_refusal(state, target, now, task.role_name_of) if decision.action == "activate" else None
+        refusal = refusal or _pim.enablement_message("assignment", target.role.display_name, task.rules, decision.body)
+        if refusal:
+            raise InputError(refusal)
+
     before = describe_activation(target, state.activation, state.eligibility) if state.activation else None
     result = dict(
         changed=decision.action != "none",
@@ -883,7 +947,16 @@ def run(module):
                 task.cancel(request_id)
 
     if module._diff:
-        result["diff"] = {"before": before or {}, "after": result.get("activation") or {}}
+        # The same views before and after, in check mode too (the check-mode branches record the
+        # request they would send), so a change is never an empty diff (issue 14 point 18).
+        pending_before = state.pending[0] if state.pending else None
+        after_request = task.request
+        if after_request is None and decision.action == "none":
+            after_request = pending_before
+        result["diff"] = {
+            "before": diff_view(target, before, pending_before, state.eligibility),
+            "after": diff_view(target, result.get("activation"), after_request, state.eligibility),
+        }
     if p["require_active"] and result["status"] not in ("active", "assigned"):
         raise PimError(_not_active_message(task, result), status_word=result["status"], request=result.get("request"))
     return result
@@ -902,6 +975,7 @@ def _apply_request(task, result, request):
     """Put a (possibly re-read) request into the result: status, window, activation."""
     if not request:
         return
+    task.request = request
     result["request"] = snake_case_keys(request)
     result["status"] = status_of_request(request)
     if result["status"] in ("active", "provisioning", "pending_approval"):
@@ -918,6 +992,7 @@ def _activate(task, result, body):
         task.validate(body)
         policy = task.read_policy()
         result["status"] = "pending_approval" if policy is not None and policy.require_approval else "active"
+        _planned(task, result, body, "PendingApproval" if result["status"] == "pending_approval" else "Provisioned")
         return
     outcome = task.post(body, confirm=task.confirm_activation)
     request = outcome.request
@@ -950,6 +1025,7 @@ def _extend(task, result, decision):
                 raise
             result["action_taken"] = "reactivated"
             result["extend_refused"] = err.msg
+            _planned(task, result, decision.fallback, "Provisioned")
             return
         if answer.get("status") in APPROVAL:
             # The same decision the real run makes (see below), without sending anything.
@@ -957,9 +1033,13 @@ def _extend(task, result, decision):
             if policy is None or policy.require_approval:
                 result["action_taken"] = "extension_requested"
                 result["status"] = "pending_approval"
-            else:
-                result["action_taken"] = "reactivated"
-                result["extend_refused"] = "Graph would send the extension to an administrator (%s)" % answer["status"]
+                _planned(task, result, decision.body, answer["status"], keep_activation=True)
+                return
+            result["action_taken"] = "reactivated"
+            result["extend_refused"] = "Graph would send the extension to an administrator (%s)" % answer["status"]
+            _planned(task, result, decision.fallback, "Provisioned")
+            return
+        _planned(task, result, decision.body, "Provisioned")
         return
     refused = None
     request = None
@@ -982,12 +1062,14 @@ def _extend(task, result, decision):
             if policy is None or policy.require_approval:
                 # Ending the activation now would leave the user without the role until an approver decides.
                 result["action_taken"] = "extension_requested"
+                task.request = request
                 result["request"] = snake_case_keys(request)
                 result["status"] = "pending_approval"
                 if p["wait"] and p["require_active"]:
                     request, _finished = task.wait_request(request, through_approval=True)
                     if request and request.get("status") in IN_EFFECT:
                         task.reread()
+                        task.request = request
                         result["request"] = snake_case_keys(request)
                         result["status"] = "active"
                         result["activation"] = describe_activation(
@@ -1009,6 +1091,17 @@ def _extend(task, result, decision):
     fresh = request_body("selfActivate", task.target, Desired("active", *_desired_tail(decision)), _now())
     _activate(task, result, fresh)
     result["action_taken"] = "reactivated"
+
+
+def _planned(task, result, body, status, keep_activation=False):
+    """Check mode: the result shows what the request it would send will give (never sent)."""
+    task.request = dict(body, status=status)
+    if status in IN_EFFECT:
+        result["activation"] = request_view(task.target, task.request, task.state.eligibility)
+        result["activation"].pop("request_id", None)
+        result["start"], result["end"] = result["activation"]["start"], result["activation"]["end"]
+    elif not keep_activation:
+        result["activation"] = None
 
 
 def _desired_tail(decision):

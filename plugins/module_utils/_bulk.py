@@ -410,7 +410,7 @@ class BulkResolver:
         for scope_id in self._scope_checks:
             unit = scope_id[len("/administrativeUnits/") :]
             if scope_id.startswith("/administrativeUnits/"):
-                url = _resolve.encode_url("/directory/administrativeUnits/" + unit, {"$select": "id"})
+                url = _resolve.unit_request(unit)["url"]
                 rounds.add({"method": "GET", "url": url}, lambda body, err, s=scope_id: self._on_scope(s, body, err))
             else:
                 objects.append(scope_id)
@@ -552,12 +552,8 @@ class BulkResolver:
         """
         found = self._scope_checks.get(scope_id)
         if found is False:
-            what = "administrative unit" if scope_id.startswith("/administrativeUnits/") else "directory object"
-            raise InputError(
-                "directory_scope '%s': no %s with the id '%s' exists; give '/' for the whole tenant, "
-                "'/administrativeUnits/{id}' of an existing administrative unit, or its name"
-                % (value, what, scope_id.rsplit("/", 1)[-1])
-            )
+            what = "administrative unit" if _resolve.unit_of_scope(scope_id) else "directory object"
+            raise _resolve.missing_scope_error(value, what, scope_id.rsplit("/", 1)[-1])
         if isinstance(found, GraphError) and found.status != 403:
             raise found
 
@@ -872,7 +868,8 @@ class Reconciler:
         return changes
 
     def _within_policy(self, changes):
-        """Drop (as item errors) grants longer than their role's PIM policy allows, before any write.
+        """Drop (as item errors) grants the role's PIM policy refuses (too long, no justification or ticket),
+        before any write.
 
         The policies of every role with a create or update are read in one batched round.
         """
@@ -892,7 +889,7 @@ class Reconciler:
         for change in changes:
             refusal = None
             if change.plan.action in ("create", "update"):
-                refusal = _pim.above_policy_message(
+                refusal = _pim.policy_refusal(
                     change.kind,
                     change.target.role.display_name,
                     self.policy_rules.get(change.target.role.id),

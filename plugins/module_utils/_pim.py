@@ -127,10 +127,18 @@ def resolve_target(client, resolver, role, principal, principal_type="auto", dir
     named.extend(("principal", pair[1]) for pair in pairs)
     if scope_id is None:
         named.append(("scope", _resolve.directory_scope_request(directory_scope)))
+    elif _resolve.unit_of_scope(scope_id):
+        # An administrative unit given by id must exist: checked in the same round trip, before any write.
+        named.append(("unit", _resolve.unit_request(_resolve.unit_of_scope(scope_id))))
 
     answers = send_all(client, [pair[1] for pair in named])
     principal_answers = []
     for (name, _req), answer in zip(named, answers, strict=True):
+        if name == "unit":
+            error = _resolve.unit_answer_error(directory_scope, answer)
+            if error is not None:
+                raise error
+            continue
         if isinstance(answer, GraphError):
             if name == "scope":
                 raise _resolve.directory_scope_error(directory_scope, answer)
@@ -190,11 +198,19 @@ def resolve_and_read(
         named.append(("role", resolver.role_request(role_id)))
     pairs = resolver.principal_requests(principal_value, principal_type)
     named.extend(("principal", pair[1]) for pair in pairs)
+    if _resolve.unit_of_scope(scope_id):
+        # An administrative unit given by id must exist: it rides in the state's $batch (no extra round trip).
+        named.append(("unit", _resolve.unit_request(_resolve.unit_of_scope(scope_id))))
     named.extend(read_requests(kind, guess, include_pending=include_pending, include_policy=include_policy))
     answers = dict(schedules=None, requests=None, policy=None)
     principal_answers = []
     found_role = None
     for (name, _req), answer in zip(named, send_all(client, [pair[1] for pair in named]), strict=True):
+        if name == "unit":
+            error = _resolve.unit_answer_error(directory_scope, answer)
+            if error is not None:
+                raise error
+            continue
         if name == "role":
             # Not found by id: it may be a template id, which the full list resolves.
             found_role = None if isinstance(answer, GraphError) and answer.status == 404 else answer
@@ -444,8 +460,7 @@ def plan(kind, target, desired, current, now):
         if not reasons:
             return Plan("none", ["the %s already matches" % kind.noun], before, before, None, [])
         info = sched.schedule_info(want, now, current.window)
-        after_window = sched.window_after(want, now, current.window)
-        after = describe(kind, target, after_window, current.schedule)
+        after = describe(kind, target, sched.applied_window(info, now), current.schedule)
         body = request_body(kind, "adminUpdate", target, info, **extras)
         return Plan("update", reasons, before, after, body, [])
 
@@ -457,7 +472,7 @@ def plan(kind, target, desired, current, now):
                 "none", ["request %s (%s) already asks for this" % (req["id"], req.get("status"))], desc, desc, None, []
             )
     info = sched.schedule_info(want, now)
-    after = describe(kind, target, sched.window_after(want, now), None)
+    after = describe(kind, target, sched.applied_window(info, now), None)
     body = request_body(kind, "adminAssign", target, info, **extras)
     return Plan("create", ["the %s does not exist" % kind.noun], None, after, body, [])
 
@@ -844,6 +859,81 @@ def expiration_refusal(kind, role_name, rules, request, now):
 POLICY_SECTIONS = {"Eligibility": "eligible_assignment", "Assignment": "active_assignment"}
 
 
+def _enablement_way_out(caller, level, flag):
+    """Where pim_policy turns one Enablement requirement off (a setting, else the raw rules)."""
+    section = "activation" if caller == "EndUser" else POLICY_SECTIONS[level]
+    setting = {"Justification": "require_justification", "Ticketing": "require_ticket"}[flag]
+    if caller != "EndUser" and flag == "Ticketing":
+        return "remove Ticketing from the rule's enabledRules with entra.pim.pim_policy (option rules)"
+    return "set settings.%s.%s: false with entra.pim.pim_policy" % (section, setting)
+
+
+def enablement_refusals(kind, role_name, rules, request):
+    """The sentences for what the request lacks that the role's Enablement (and Approval) rules require.
+
+    Pure; [] when nothing is missing or the rules could not be read (Graph then explains its own
+    refusal after the write). Mirrors Graph's JustificationRule and TicketingRule (notes §3.10, §6.2):
+    ``Enablement_<caller>_<level>`` lists Justification / Ticketing in enabledRules, and an activation
+    needs a justification too when ``Approval_EndUser_Assignment`` requires approval with
+    isRequestorJustificationRequired. Each sentence names the rule, the role, the policy value and the way out.
+    """
+    kind = KINDS[kind] if isinstance(kind, str) else kind
+    if rules is None:
+        return []
+    caller = _caller(request)
+    nouns, _noun = _nouns(caller, kind.level)
+    rule_id = "Enablement_%s_%s" % (caller, kind.level)
+    enabled = [str(e) for e in (find_rule(rules, rule_id) or {}).get("enabledRules") or []]
+    lowered = {e.lower() for e in enabled}
+    request = request or {}
+    out = []
+    if not str(request.get("justification") or "").strip():
+        if "justification" in lowered:
+            out.append(
+                "%s: role '%s' requires a justification for %s (enabledRules: %s); set justification, or %s."
+                % (
+                    rule_id,
+                    role_name,
+                    nouns,
+                    ", ".join(enabled),
+                    _enablement_way_out(caller, kind.level, "Justification"),
+                )
+            )
+        elif caller == "EndUser":
+            approval = (find_rule(rules, "Approval_EndUser_Assignment") or {}).get("setting") or {}
+            if approval.get("isApprovalRequired") and approval.get("isRequestorJustificationRequired"):
+                out.append(
+                    "Approval_EndUser_Assignment: role '%s' requires approval for activations with a justification "
+                    "from the requestor (isRequestorJustificationRequired: true); set justification." % role_name
+                )
+    if "ticketing" in lowered and not str((request.get("ticketInfo") or {}).get("ticketNumber") or "").strip():
+        out.append(
+            "%s: role '%s' requires ticket information for %s (enabledRules: %s); set ticket_number and "
+            "ticket_system, or %s."
+            % (rule_id, role_name, nouns, ", ".join(enabled), _enablement_way_out(caller, kind.level, "Ticketing"))
+        )
+    return out
+
+
+def policy_refusal(kind, role_name, rules, request, now, asked_by):
+    """Every check of a planned write against the role's policy, as one task error, or None (pure).
+
+    The expiration rule (``above_policy_message``) and the Enablement rules (``enablement_refusals``):
+    what Graph would refuse, said before anything is sent, in check mode too.
+    """
+    return above_policy_message(kind, role_name, rules, request, now, asked_by) or enablement_message(
+        kind, role_name, rules, request
+    )
+
+
+def enablement_message(kind, role_name, rules, request):
+    """``enablement_refusals`` as one task error, or None (pure)."""
+    missing = enablement_refusals(kind, role_name, rules, request)
+    if missing:
+        return "The role's PIM policy would refuse this request, so nothing was sent. " + " ".join(missing)
+    return None
+
+
 def above_policy_message(kind, role_name, rules, request, now, asked_by):
     """``expiration_refusal`` as a task error: names the option, the limit and the two ways out; else None."""
     kind = KINDS[kind] if isinstance(kind, str) else kind
@@ -1164,8 +1254,9 @@ def run_schedule_module(module, kind, keep_pending=None, report=None, explain=No
         current = current._replace(pending=[r for r in current.pending if keep_pending(r)])
     p = plan(kind, target, desired, current, now)
     if p.action in ("create", "update") and not params["validate_only"]:
-        # Longer than the role's policy allows: refused here, before any write (notes §6.2 ExpirationRule).
-        refusal = above_policy_message(kind, target.role.display_name, rules, p.body, now, schedule_option(params))
+        # What the role's policy refuses (too long, no justification or ticket): refused here, before any
+        # write and in check mode too (notes §6.2 ExpirationRule, JustificationRule, TicketingRule).
+        refusal = policy_refusal(kind, target.role.display_name, rules, p.body, now, schedule_option(params))
         if refusal:
             raise InputError(refusal)
 

@@ -144,6 +144,10 @@ def durations_equal(a, b):
     return sa == sb
 
 
+# The longest Edm.Duration Graph can hold (a .NET TimeSpan: 10,675,199 days and a bit).
+EDM_DURATION_MAX_SECONDS = 10675199 * 86400
+
+
 def _check_duration(path, value):
     """A duration the user gave (settings or a raw rule) → whole seconds, through the one duration parser
     of every module (``_schedule.parse_duration``): not ISO 8601, years or months, zero, negative, below one
@@ -153,6 +157,13 @@ def _check_duration(path, value):
         raise InputError(
             "%s: %r is not an ISO 8601 duration; expected days, hours and minutes such as PT8H, PT1H30M or P90D."
             % (option, value),
+            setting=path,
+        )
+    seconds = duration_seconds(value)
+    if seconds is not None and seconds > EDM_DURATION_MAX_SECONDS:
+        raise InputError(
+            "%s %r is too long: Graph holds a duration (an Edm.Duration) of at most P10675199D; "
+            "give a duration such as P365D." % (option, value),
             setting=path,
         )
     try:
@@ -688,23 +699,40 @@ def _camel_keys(value):
     return value
 
 
-def _type_subjects(value, key=None):
-    """Give approver subjectSets their @odata.type back (info output drops @odata keys)."""
+# The subjectSet types an approval stage takes, by the field that identifies each one (notes §3.10).
+SUBJECT_TYPES_BY_FIELD = (
+    ("userId", SUBJECT_USER),
+    ("groupId", SUBJECT_GROUP),
+    ("managerLevel", "#microsoft.graph.requestorManager"),
+    ("servicePrincipalId", "#microsoft.graph.singleServicePrincipal"),
+)
+
+
+def _type_subjects(value, key=None, path="rules"):
+    """Give approver subjectSets their @odata.type back (info output drops @odata keys).
+
+    Every subjectSet kind is inferred from the field that identifies it, so an exported rule restores
+    exactly; one that names none of them is refused here, before any rule is sent.
+    """
     if isinstance(value, dict):
         for k, v in value.items():
-            _type_subjects(v, k)
+            _type_subjects(v, k, "%s.%s" % (path, camel_to_snake(k)))
     elif isinstance(value, list):
-        for item in value:
+        for index, item in enumerate(value):
             if (
                 key in ("primaryApprovers", "escalationApprovers")
                 and isinstance(item, dict)
                 and "@odata.type" not in item
             ):
-                if "userId" in item:
-                    item["@odata.type"] = SUBJECT_USER
-                elif "groupId" in item:
-                    item["@odata.type"] = SUBJECT_GROUP
-            _type_subjects(item, key)
+                found = next((t for field, t in SUBJECT_TYPES_BY_FIELD if field in item), None)
+                if found is None:
+                    raise InputError(
+                        "%s[%d]: %r is not an approver; give user_id, group_id, manager_level or "
+                        "service_principal_id (or an @odata.type)." % (path, index, item),
+                        setting="rules",
+                    )
+                item["@odata.type"] = found
+            _type_subjects(item, key, "%s[%d]" % (path, index))
     return value
 
 
@@ -733,7 +761,7 @@ def apply_raw_rules(rules, raw_rules, role_name="the role"):
                 % (index, role_name, rule_id, ", ".join(sorted(rules))),
                 setting="rules",
             )
-        patch = _type_subjects(_camel_keys({k: v for k, v in raw.items() if k != "id"}))
+        patch = _type_subjects(_camel_keys({k: v for k, v in raw.items() if k != "id"}), path="rules[%d]" % index)
         given_type = patch.pop("@odata.type", None)
         if (
             given_type
@@ -746,8 +774,43 @@ def apply_raw_rules(rules, raw_rules, role_name="the role"):
             )
         if "maximumDuration" in patch:
             _check_duration("rules[%d].maximum_duration" % index, patch["maximumDuration"])
+        merged = _merge(copy.deepcopy(current), patch)
+        _check_raw_rule(index, rule_id, merged, role_name)
         _merge(current, patch)
     return rules
+
+
+def _check_raw_rule(index, rule_id, rule, role_name):
+    """What Graph refuses in a rule, said before any PATCH: the rule, the role, the value and what is expected."""
+    rid = rule.get("id") or rule_id
+    if rid == ACTIVATION_EXPIRATION:
+        seconds = duration_seconds(rule.get("maximumDuration"))
+        if seconds is not None and not ACTIVATION_MIN_SECONDS <= seconds <= ACTIVATION_MAX_SECONDS:
+            raise InputError(
+                "rules[%d]: rule %s of role %r would allow activations of %s (maximumDuration); Entra allows "
+                "between PT30M (30 minutes) and P1D (24 hours). Give e.g. maximum_duration: PT8H, or use "
+                "settings.activation.max_duration." % (index, rid, role_name, rule.get("maximumDuration")),
+                setting="rules",
+            )
+    if "isExpirationRequired" in rule and rule.get("isExpirationRequired") and not rule.get("maximumDuration"):
+        raise InputError(
+            "rules[%d]: rule %s of role %r would require expiry (is_expiration_required: true) without a "
+            "maximum_duration; give one, e.g. P180D." % (index, rid, role_name),
+            setting="rules",
+        )
+    if rid == ACTIVATION_AUTH_CONTEXT and rule.get("isEnabled") and not str(rule.get("claimValue") or "").strip():
+        raise InputError(
+            "rules[%d]: rule %s of role %r would be enabled (is_enabled: true) without a claim_value; give the "
+            "Conditional Access authentication context id, e.g. c1." % (index, rid, role_name),
+            setting="rules",
+        )
+    stages = (rule.get("setting") or {}).get("approvalStages")
+    if isinstance(stages, list) and len(stages) > 2:
+        raise InputError(
+            "rules[%d]: rule %s of role %r would have %d approval stages; Graph allows one or two."
+            % (index, rid, role_name, len(stages)),
+            setting="rules",
+        )
 
 
 # ---------------------------------------------------------------------------------------

@@ -694,6 +694,44 @@ def directory_scope_local(value, option="directory_scope"):
     return None
 
 
+def unit_of_scope(scope_id):
+    """The administrative unit id of a '/administrativeUnits/{id}' scope (lower case), else None."""
+    prefix = "/administrativeunits/"
+    if scope_id and scope_id.lower().startswith(prefix):
+        return scope_id[len(prefix) :].lower()
+    return None
+
+
+def unit_request(unit_id):
+    """The GET of one administrative unit by id, batch-ready: it rides in the batch that reads the state."""
+    return get_request(
+        "/directory/administrativeUnits/" + require_guid(unit_id, "administrative unit id"), {"$select": AU_SELECT}
+    )
+
+
+def missing_scope_error(value, what, object_id):
+    """The one message for a directory_scope whose object a read showed does not exist."""
+    return InputError(
+        "directory_scope '%s': no %s with the id '%s' exists in this tenant; give '/' for the whole tenant, "
+        "'/administrativeUnits/{id}' of an existing administrative unit, or its name" % (value, what, object_id)
+    )
+
+
+def unit_answer_error(value, answer):
+    """The answer to ``unit_request`` → InputError when no such unit exists, else None.
+
+    Not found (404) is refused before any write, naming the option. A refused read (401/403, no
+    AdministrativeUnit.Read.All) cannot tell, so Graph judges the scope when the request is sent.
+    """
+    if not isinstance(answer, GraphError):
+        return None
+    if answer.status == 404:
+        return missing_scope_error(value, "administrative unit", unit_of_scope(directory_scope_local(value)))
+    if answer.status in (401, 403):
+        return None
+    return answer
+
+
 def directory_scope_request(value):
     flt = "displayName eq %s" % odata_quote(value.strip())
     return get_request("/directory/administrativeUnits", {"$filter": flt, "$select": AU_SELECT})

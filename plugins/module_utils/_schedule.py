@@ -318,7 +318,9 @@ def schedule_info(desired, now, current=None):
     start = desired.start
     if start is None and current is not None and current.start is not None:
         start = current.start
-    if start is None:
+    if start is None or start < now:
+        # Graph counts a start in the past from when it processes the request (notes §3.1), so the
+        # request says so itself: what is sent is what will be applied (and what check mode shows).
         start = now
     info = {"startDateTime": format_datetime(start)}
     kind = desired.expiration
@@ -423,15 +425,32 @@ def differences(desired, current, now, tolerance=END_TOLERANCE):
     return out
 
 
+def applied_window(info, now):
+    """The Window Graph makes of a request's ``scheduleInfo`` when it processes it at ``now``.
+
+    A start in the past (or none) counts from ``now``, and a duration from that start, as Graph
+    does (notes §3.1). The one place that predicts an applied schedule from a request body.
+    """
+    info = info or {}
+    start = parse_graph_datetime(info.get("startDateTime"))
+    if start is None or start < now:
+        start = now
+    expiration = info.get("expiration") or {}
+    kind = (expiration.get("type") or "").lower()
+    if kind == AFTER_DATETIME.lower():
+        return Window(start, parse_graph_datetime(expiration.get("endDateTime")))
+    if kind == AFTER_DURATION.lower():
+        return Window(start, start + parse_duration(expiration.get("duration"), "Graph duration"))
+    return Window(start, None)
+
+
 def window_after(desired, now, current=None):
-    """The Window Graph will hold once a request for ``desired`` is processed (for diffs/results)."""
-    start = desired.start
-    if start is None or start <= now:
-        start = current.start if current is not None and current.start is not None and desired.start is None else now
-    managed, end = desired_end(desired, current.start if current is not None else None, now)
-    if not managed:
-        end = current.end if current is not None else None
-    return Window(start, end)
+    """The Window Graph will hold once the request for ``desired`` is processed (for diffs/results).
+
+    Derived from the very ``scheduleInfo`` the request sends, so a plan (and check mode) shows
+    what the write will do, never a start or end the write would not produce.
+    """
+    return applied_window(schedule_info(desired, now, current), now)
 
 
 def describe(window):

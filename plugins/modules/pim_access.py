@@ -215,7 +215,10 @@ options:
     version_added: 0.1.0
 notes:
   - The PIM policy of every role with a planned create or update is read in one batched round. A grant longer
-    than its role's policy allows is a bad item, refused before any write (see O(fail_fast)).
+    than its role's policy allows, or without the justification or ticket its Enablement rule requires, is a bad
+    item, refused before any write (see O(fail_fast)).
+  - An administrative unit given by id (V(/administrativeUnits/<id>)) is read with the other lookups; one that does
+    not exist makes the grant a bad item.
   - State is read from schedules, never from requests, which Microsoft Graph deletes after about 45 days.
   - A change of schedule is sent as C(adminUpdate); nothing is removed and created again.
   - Requests are sent 20 to a C($batch); with O(grants) of 1000 items a first run takes about 55 Graph round trips

@@ -174,7 +174,8 @@ options:
       - Each item names a rule by C(id) and gives the fields to change, with snake_case or camelCase keys (the
         O(entra.pim.pim_policy_info#module:rules) output works). Nested dicts are merged over the current rule,
         lists replace.
-      - Approver subjects are typed from their C(user_id) or C(group_id).
+      - Approver subjects are typed from their C(user_id), C(group_id), C(manager_level) or C(service_principal_id);
+        an approver with none of them is refused before any rule is sent.
       - Applied after O(settings); where both touch the same field, O(rules) wins.
     type: list
     elements: dict

@@ -15,7 +15,9 @@ description:
   - Returns for each role the settings as the Entra portal shows them (activation, assignment and notification
     settings) and the raw policy rules.
   - The returned RV(policies[].settings) is valid input for the O(entra.pim.pim_policy#module:settings) option of
-    M(entra.pim.pim_policy), so you can export role settings and restore them later.
+    M(entra.pim.pim_policy), and RV(policies[].rules) for its O(entra.pim.pim_policy#module:rules) option. Give both
+    to restore a policy exactly, including what the settings do not model (a second approval stage, escalation,
+    requestor-manager approvers); C(playbooks/export_policies.yml) and C(playbooks/restore_policies.yml) do that.
   - Needs the Microsoft Graph permission C(RoleManagementPolicy.Read.Directory) (or a broader one such as
     C(RoleManagement.Read.Directory)) and, to show approver names, C(Directory.Read.All) or C(User.Read.All) plus
     C(Group.Read.All).

@@ -28,6 +28,9 @@ description:
     C(az account get-access-token --resource-type ms-graph), O(auth_method=azure_cli), or
     O(auth_method=username_password) (test tenants and the sandbox). An application (app-only) token is refused
     before anything is sent, because activation always acts for the signed-in user.
+  - A role the user is not eligible for (at that scope, now), or a missing justification or ticket that the role's
+    policy requires, is refused before anything is sent (also in check mode), with the roles the user is eligible
+    for or the policy's rule and value.
   - The token needs the delegated Microsoft Graph permission C(RoleAssignmentSchedule.ReadWrite.Directory); reading
     the role's default duration from its policy needs C(RoleManagementPolicy.Read.Directory).
 author:
@@ -122,7 +125,9 @@ attributes:
         real. Nothing is activated, extended or deactivated.
   diff_mode:
     support: full
-    details: Shows the activation before and after.
+    details:
+      - Shows the activation before and after, in check mode as it would be after the request. A request waiting for
+        an approver (an activation, or the extension of an activation) is shown with its status and C(request_id).
   idempotent:
     support: full
     details:
@@ -224,7 +229,9 @@ request:
     principal_id: 10000000-0000-4000-8000-000000000002
     role_definition_id: 194ae4cb-b126-40b2-bd5b-6091b380977d
 activation:
-  description: The activation after the task; null when the role is not active (or only pending).
+  description:
+    - The activation after the task; null when the role is not active (or only pending).
+    - In check mode, the activation the request would give.
   returned: always
   type: dict
   contains:

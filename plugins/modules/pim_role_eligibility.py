@@ -91,8 +91,11 @@ options:
     version_added: 0.1.0
 notes:
   - The role's PIM policy is read with the current state, in the same round trip. A schedule longer than the
-    policy allows, or no end where the policy requires one, fails before anything is sent (also in check mode),
-    naming the option and the limit. If the policy cannot be read, Graph's own refusal is explained instead.
+    policy allows, no end where the policy requires one, or no justification or ticket where its Enablement rule
+    requires them, fails before anything is sent (also in check mode), naming the rule, the option and the policy's
+    value. If the policy cannot be read, Graph's own refusal is explained instead.
+  - A O(directory_scope) of V(/administrativeUnits/<id>) must name an existing administrative unit; it is read in the
+    same round trip as the state and refused before anything is sent otherwise.
   - Justification and ticket are kept by Graph on the request, not on the eligibility, so changing only them is not
     a change.
   - An eligibility created with a start in the future shows C(status=Granted) until it starts.

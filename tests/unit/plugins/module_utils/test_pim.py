@@ -179,7 +179,8 @@ def test_plan_update_in_place_keeps_the_schedule():
     assert p.action == "update"
     assert p.reasons == ["end: 2027-01-01T00:00:00Z -> permanent"]
     assert p.body["action"] == "adminUpdate"
-    assert p.body["scheduleInfo"] == {"startDateTime": "2026-11-01T08:00:00Z", "expiration": {"type": "noExpiration"}}
+    # the schedule began in the past: Graph counts the update from now, and the request says so
+    assert p.body["scheduleInfo"] == {"startDateTime": "2026-11-29T10:00:00Z", "expiration": {"type": "noExpiration"}}
     assert p.before["id"] == p.after["id"] == "sched-1"
     assert (p.before["permanent"], p.after["permanent"]) == (False, True)
 
@@ -188,7 +189,13 @@ def test_plan_update_duration_counts_from_schedule_start():
     cur = current_of([schedule(start="2026-11-01T08:00:00Z", end="2026-11-11T08:00:00Z")])
     p = pim.plan("eligibility", TARGET, want(duration="P30D"), cur, NOW)
     assert p.action == "update"
-    assert p.after["end"] == "2026-12-01T08:00:00Z"
+    # Graph applies the update from now (a past start counts from processing time), so the plan
+    # shows that, never 2026-12-01 (start + 30 days) which the write would not produce (issue 14 point 16).
+    assert p.body["scheduleInfo"] == {
+        "startDateTime": "2026-11-29T10:00:00Z",
+        "expiration": {"type": "afterDuration", "duration": "P30D"},
+    }
+    assert (p.after["start"], p.after["end"]) == ("2026-11-29T10:00:00Z", "2026-12-29T10:00:00Z")
     same = current_of([schedule(start="2026-11-01T08:00:00Z", end="2026-12-01T08:00:00Z")])
     assert pim.plan("eligibility", TARGET, want(duration="P30D"), same, NOW).action == "none"
 

@@ -397,6 +397,84 @@ def test_export_change_restore_gives_back_the_original_rules(rules):
     assert policy.rules_to_settings(restored) == exported
 
 
+def _every_rule_type_mutated(rules):
+    """Non-default values in every rule: two approval stages (user, group, manager and service principal
+    approvers, escalation), approval of extensions, notifications, auth context, durations, enablement."""
+    out = copy.deepcopy(rules)
+    rule = by_id(out)
+    rule["Approval_EndUser_Assignment"]["setting"].update(
+        isApprovalRequired=True,
+        isApprovalRequiredForExtension=True,
+        isRequestorJustificationRequired=False,
+        approvalMode="Serial",
+        approvalStages=[
+            {
+                "approvalStageTimeOutInDays": 2,
+                "isApproverJustificationRequired": False,
+                "escalationTimeInMinutes": 240,
+                "isEscalationEnabled": True,
+                "primaryApprovers": [
+                    {"@odata.type": "#microsoft.graph.singleUser", "userId": USER_ID},
+                    {"@odata.type": "#microsoft.graph.groupMembers", "groupId": GROUP_ID},
+                ],
+                "escalationApprovers": [{"@odata.type": "#microsoft.graph.requestorManager", "managerLevel": 1}],
+            },
+            {
+                "approvalStageTimeOutInDays": 1,
+                "isApproverJustificationRequired": True,
+                "escalationTimeInMinutes": 0,
+                "isEscalationEnabled": False,
+                "primaryApprovers": [
+                    {"@odata.type": "#microsoft.graph.groupMembers", "groupId": USER_ID[::-1]},
+                    {"@odata.type": "#microsoft.graph.singleServicePrincipal", "servicePrincipalId": GROUP_ID[::-1]},
+                ],
+                "escalationApprovers": [],
+            },
+        ],
+    )
+    rule["AuthenticationContext_EndUser_Assignment"].update(isEnabled=True, claimValue="c3")
+    rule["Enablement_EndUser_Assignment"]["enabledRules"] = ["Ticketing", "Justification"]
+    rule["Expiration_EndUser_Assignment"]["maximumDuration"] = "PT3H30M"
+    rule["Expiration_Admin_Eligibility"].update(isExpirationRequired=True, maximumDuration="P45D")
+    rule["Enablement_Admin_Assignment"]["enabledRules"] = ["MultiFactorAuthentication"]
+    rule["Notification_Approver_EndUser_Assignment"].update(
+        notificationLevel="Critical", isDefaultRecipientsEnabled=False, notificationRecipients=["x@y.example"]
+    )
+    rule["Notification_Requestor_Admin_Eligibility"]["notificationRecipients"] = ["a@b.example", "c@d.example"]
+    return out
+
+
+def test_export_then_restore_onto_defaults_is_lossless_for_every_rule(rules):
+    """Issue 14 point 17: rules -> export (settings and rules, as pim_policy_info returns them) -> rules."""
+    from ansible_collections.entra.pim.plugins.module_utils._graph import snake_case_keys
+
+    wanted = _every_rule_type_mutated(rules)
+    exported = json.loads(
+        json.dumps({"settings": policy.rules_to_settings(wanted), "rules": snake_case_keys(wanted)})
+    )  # what a YAML/JSON export file holds: no @odata annotations
+    assert "@odata.type" not in json.dumps(exported["rules"])
+
+    changed, _diff = policy.plan_settings(exported["settings"], rules, raw_rules=exported["rules"])
+    restored = policy.planned_rules(rules, changed)
+    for want, back in zip(wanted, restored, strict=True):
+        # exactly what the rule was, subject types included (what Graph would be sent and store)
+        assert policy.patch_body(back) == policy.patch_body(want), want["id"]
+    stages = by_id(restored)["Approval_EndUser_Assignment"]["setting"]["approvalStages"]
+    assert len(stages) == 2 and stages[1]["primaryApprovers"][1] == {
+        "@odata.type": "#microsoft.graph.singleServicePrincipal",
+        "servicePrincipalId": GROUP_ID[::-1],
+    }
+    assert stages[0]["escalationApprovers"] == [{"@odata.type": "#microsoft.graph.requestorManager", "managerLevel": 1}]
+    # restoring again onto the restored rules changes nothing
+    assert policy.plan_settings(exported["settings"], restored, raw_rules=exported["rules"])[0] == []
+
+
+def test_raw_rule_approver_of_no_known_kind_is_refused_before_any_patch(rules):
+    raw = [{"id": "Approval_EndUser_Assignment", "setting": {"approval_stages": [{"primary_approvers": [{"x": 1}]}]}}]
+    with pytest.raises(InputError, match=r"rules\[0\]\.setting\.approval_stages\[0\]\.primary_approvers\[0\]"):
+        policy.plan_settings({}, rules, raw_rules=raw)
+
+
 def test_durations_compare_by_meaning(rules):
     assert policy.plan_settings({"activation": {"max_duration": "PT480M"}}, rules)[0] == []
     assert policy.plan_settings({"activation": {"max_duration": "pt8h"}}, rules)[0] == []
@@ -660,6 +738,25 @@ def test_raw_rules_win_over_settings(rules):
             "the type of a rule cannot change",
         ),
         ([{"id": "Expiration_EndUser_Assignment", "maximum_duration": "soon"}], "not an ISO 8601 duration"),
+        # issue 14 point 8: what Graph refuses, refused before any PATCH, naming rule, role, value, expectation
+        (
+            [{"id": "Expiration_EndUser_Assignment", "maximum_duration": "P2D"}],
+            r"^rules\[0\]: rule Expiration_EndUser_Assignment of role 'the role' would allow activations of P2D "
+            r"\(maximumDuration\); Entra allows between PT30M \(30 minutes\) and P1D \(24 hours\)",
+        ),
+        ([{"id": "Expiration_EndUser_Assignment", "maximum_duration": "PT10M"}], "would allow activations of PT10M"),
+        (
+            [{"id": "Expiration_Admin_Eligibility", "maximum_duration": "P99999999D"}],
+            r"'P99999999D' is too long: Graph holds a duration (an Edm.Duration) of at most P10675199D",
+        ),
+        (
+            [{"id": "AuthenticationContext_EndUser_Assignment", "is_enabled": True}],
+            "would be enabled .* without a claim_value",
+        ),
+        (
+            [{"id": "Approval_EndUser_Assignment", "setting": {"approval_stages": [{}, {}, {}]}}],
+            "would have 3 approval stages; Graph allows one or two",
+        ),
     ],
 )
 def test_raw_rules_errors(rules, raw, message):

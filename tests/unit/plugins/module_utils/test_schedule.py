@@ -210,8 +210,12 @@ def test_schedule_info_update_keeps_current_start_and_unmanaged_end():
         "startDateTime": "2026-12-24T00:00:00Z",
         "expiration": {"type": "afterDateTime", "endDateTime": "2027-11-01T08:00:00Z"},
     }
+    # a start in the past is sent as now: Graph counts it from when it processes the request
     info = s.schedule_info(s.Desired(None, s.AFTER_DURATION, None, timedelta(days=60)), NOW, current)
-    assert info["startDateTime"] == "2026-11-01T08:00:00Z"
+    assert info["startDateTime"] == "2026-11-29T10:00:00Z"
+    future = s.Window(dt("2026-12-24T00:00:00Z"), None)
+    info = s.schedule_info(s.Desired(None, s.AFTER_DURATION, None, timedelta(days=60)), NOW, future)
+    assert info["startDateTime"] == "2026-12-24T00:00:00Z"
     # a new one with nothing said about the end: no expiration, Graph's own default
     assert s.schedule_info(s.Desired(None, None, None, None), NOW)["expiration"] == {"type": "noExpiration"}
 
@@ -323,10 +327,11 @@ def test_duration_counts_from_a_future_start():
 
 
 def test_window_after_predicts_the_new_schedule():
+    """What Graph applies (issue 14 point 16): a past start counts from now, and a duration from there."""
     current = s.Window(PAST, dt("2027-01-01"))
-    assert s.window_after(desired(duration="P60D"), NOW, current) == s.Window(PAST, PAST + timedelta(days=60))
+    assert s.window_after(desired(duration="P60D"), NOW, current) == s.Window(NOW, NOW + timedelta(days=60))
     assert s.window_after(desired(permanent=True), NOW) == s.Window(NOW, None)
-    assert s.window_after(desired(), NOW, current) == current
+    assert s.window_after(desired(), NOW, current) == s.Window(NOW, current.end)
     future = dt("2026-12-24T00:00:00Z")
     assert s.window_after(desired(start="2026-12-24T00:00:00Z"), NOW, current) == s.Window(future, current.end)
     assert s.describe(s.Window(NOW, None)) == {"start": "2026-11-29T10:00:00Z", "end": None, "permanent": True}
@@ -359,9 +364,11 @@ def test_duration_equals_its_resolved_end(start, seconds, jitter):
     want = s.desired_schedule(duration=s.format_duration(timedelta(seconds=seconds)), now=now)
     current = s.Window(start, start + timedelta(seconds=seconds + jitter))
     assert s.differences(want, current, now) == []
-    # and the scheduleInfo we would send for it reproduces the same end
+    # were it sent, the scheduleInfo is applied from now, and what Graph then holds matches (no flapping)
     info = s.schedule_info(want, now, current)
-    assert s.ends_equal(s.window_from_schedule_info(info).end, start + timedelta(seconds=seconds))
+    applied = s.applied_window(info, now)
+    assert applied == s.Window(now, now + timedelta(seconds=seconds))
+    assert s.differences(want, applied, now) == []
 
 
 @given(aware_datetimes, st.integers(min_value=1, max_value=5 * 365 * 86400))

@@ -23,9 +23,38 @@ fakes = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(fakes)
 
 
+SALES_AU = "50000000-0000-4000-8000-000000000001"
+
+
+class PolicyGraph(fakes.FakeGraph):
+    """test_bulk's Graph, plus administrative units by id and the roles' Enablement rules."""
+
+    def __init__(self, users=0):
+        super().__init__(users)
+        self.enabled = {}  # Enablement_Admin_Eligibility.enabledRules of every role
+        self.unit_reads = 0
+
+    def _dispatch(self, method, url, params, body):
+        path = url.split("?", 1)[0]
+        if method == "GET" and path.startswith("/directory/administrativeUnits/"):
+            self.unit_reads += 1
+            if path.rsplit("/", 1)[1] != SALES_AU:
+                return 404, {"error": {"code": "Request_ResourceNotFound", "message": "no such unit"}}
+            return 200, {"id": SALES_AU, "displayName": "Sales AU"}
+        return super()._dispatch(method, url, params, body)
+
+    def _get(self, path, params):
+        answer = super()._get(path, params)
+        if path == "/policies/roleManagementPolicyAssignments":
+            answer["value"][0]["policy"]["rules"].append(
+                {"id": "Enablement_Admin_Eligibility", "enabledRules": list(self.enabled)}
+            )
+        return answer
+
+
 @pytest.fixture()
 def graph(monkeypatch):
-    fake = fakes.FakeGraph(users=30)
+    fake = PolicyGraph(users=30)
     monkeypatch.setattr(PimModule, "client", property(lambda self: fake))
     yield fake
     _resolve._ROLE_CACHE.clear()
@@ -57,6 +86,52 @@ def test_check_apply_rerun(graph, capsys):
     out = run(capsys, grants=GRANTS, boundary={"roles": ["User Administrator"]}, purge=True)
     # one $batch for the role list and the lookups, one for the reads that needed a role id
     assert not out["changed"] and out["summary"]["unchanged"] == 30 and graph.batches == 2
+
+
+def test_check_and_diff_show_updates_and_removals(graph, capsys):
+    """Issue 14 point 18: an update and a purge each show before and after in check + diff mode."""
+    boundary = {"roles": ["User Administrator"]}
+    run(capsys, grants=GRANTS[:3], boundary=boundary, purge=True)
+    writes = graph.writes
+    wanted = [dict(GRANTS[0], duration="P10D"), GRANTS[1]]
+    out = run(capsys, check_mode=True, diff=True, grants=wanted, boundary=boundary, purge=True)
+    assert out["changed"] and graph.writes == writes
+    assert out["summary"]["updated"] == 1 and out["summary"]["removed"] == 1
+    before, after = out["diff"]["before"], out["diff"]["after"]
+    assert len(before) == 2 and len(after) == 1
+    (updated,) = after
+    assert before[updated]["end"] != after[updated]["end"]
+    (removed,) = set(before) - set(after)
+    assert removed.startswith("eligible | User Administrator | / |") and before[removed]["end"]
+
+
+def test_unknown_administrative_unit_and_missing_justification_write_nothing(graph, capsys):
+    """Issue 14 point 8: what Graph would refuse is refused before any write, the unit checked in the lookups."""
+    ghost = "59999999-0000-4000-8000-000000000009"
+    grants = [dict(GRANTS[0], directory_scope="/administrativeUnits/" + SALES_AU), dict(GRANTS[1])]
+    bad = grants + [dict(GRANTS[2], directory_scope="/administrativeUnits/" + ghost)]
+    for check_mode in (True, False):
+        batches = graph.batches
+        out = run(capsys, check_mode=check_mode, grants=bad)
+        assert out["failed"] and graph.writes == 0
+        assert out["errors"][0]["item"].startswith("grants[2]")
+        assert "no administrative unit with the id '%s' exists in this tenant" % ghost in out["errors"][0]["msg"]
+        # lookups (units included), the state, the policies of the roles to write; nothing else
+        assert graph.batches - batches == 3
+    assert graph.unit_reads == 4  # one GET per distinct unit, in each of the two runs
+
+    graph.enabled = ["Justification"]
+    for check_mode in (True, False):
+        out = run(capsys, check_mode=check_mode, grants=grants)
+        assert out["failed"] and graph.writes == 0
+        assert [e["item"][:9] for e in out["errors"]] == ["grants[0]", "grants[1]"]
+        assert out["errors"][0]["msg"].endswith(
+            "Enablement_Admin_Eligibility: role 'User Administrator' requires a justification for eligible "
+            "assignments (enabledRules: Justification); set justification, or set "
+            "settings.eligible_assignment.require_justification: false with entra.pim.pim_policy."
+        )
+    out = run(capsys, grants=[dict(g, justification="rota") for g in grants])
+    assert out["changed"] and graph.writes == 2
 
 
 def test_fail_fast_is_a_clean_failure(graph, capsys):

@@ -58,6 +58,8 @@ class FakeGraph(FakeClient):
             "Approval_EndUser_Assignment": {"setting": {"isApprovalRequired": False}},
         }
         self.policy_readable = True
+        self.posted = []  # every schedule request that reached the fake (validation-only included)
+        self.eligible_from = None  # when the eligibilities start (None: already started)
         self.extend_in_place = False
         self.on_poll = None  # called on every request read by id (simulates time passing / an approver)
 
@@ -106,7 +108,8 @@ class FakeGraph(FakeClient):
         if path == BASE + "roleEligibilityScheduleInstances" + FBCU:
             return [
                 {"id": "ei-" + role, "principalId": ALICE, "roleDefinitionId": role, "directoryScopeId": "/",
-                 "roleEligibilityScheduleId": "es-" + role, "memberType": "Direct"}
+                 "roleEligibilityScheduleId": "es-" + role, "memberType": "Direct",
+                 "startDateTime": ts(self.eligible_from) if self.eligible_from else None}
                 for role in sorted(self.eligible)
             ]  # fmt: skip
         if path == "/policies/roleManagementPolicyAssignments":
@@ -125,6 +128,7 @@ class FakeGraph(FakeClient):
         role = body["roleDefinitionId"]
         current = self.activation(role)
         req = dict(body, id=str(uuid.uuid4()), createdDateTime=ts(self.now), status=None)
+        self.posted.append(body)
         enabled = self.rules["Enablement_EndUser_Assignment"]["enabledRules"]
         if action in ("selfActivate", "selfExtend"):
             failed = [] if role in self.eligible else ["EligibilityRule"]
@@ -225,7 +229,13 @@ def test_activate_for_policy_maximum_then_unchanged(graph, capsys):
     out = activate(capsys, justification="incident", check_mode=True, diff=True)
     assert out["changed"] and out["action_taken"] == "activated" and out["status"] == "active"
     assert out["duration"] == "PT8H" and out["duration_source"] == "policy" and graph.writes == []
-    assert out["diff"] == {"before": {}, "after": {}}
+    # the diff shows the activation the real run makes (issue 14 point 18), and check mode's result too
+    assert out["diff"]["before"] == {} and out["diff"]["after"]["status"] == "Provisioned"
+    assert (out["diff"]["after"]["start"], out["diff"]["after"]["end"]) == (
+        "2026-11-29T10:00:00Z",
+        "2026-11-29T18:00:00Z",
+    )
+    assert out["activation"] == out["diff"]["after"] and out["end"] == "2026-11-29T18:00:00Z"
 
     out = activate(capsys, justification="incident")
     assert out["changed"] and graph.writes == ["selfActivate"]
@@ -290,6 +300,76 @@ def test_pending_request_is_cancelled_on_inactive(graph, capsys):
     out = activate(capsys, state="inactive")
     assert out["changed"] and out["action_taken"] == "canceled" and graph.writes[-1] == "cancel"
     assert graph.requests[0]["id"] == pending["request"]["id"] and graph.requests[0]["status"] == "Canceled"
+
+
+# ------------------------------------------------------------------ check + diff (issue 14 point 18)
+
+
+def _changed_diff(out):
+    assert out["changed"] and out["diff"]["before"] != out["diff"]["after"], out.get("diff")
+    return out["diff"]["before"], out["diff"]["after"]
+
+
+def test_check_diff_shows_every_change(graph, capsys):
+    # activate, pending approval: the request that would wait for an approver
+    graph.rules["Approval_EndUser_Assignment"]["setting"]["isApprovalRequired"] = True
+    before, after = _changed_diff(activate(capsys, justification="x", check_mode=True, diff=True))
+    assert before == {} and after["status"] == "PendingApproval" and after["end"] == "2026-11-29T18:00:00Z"
+    # a real run shows the same
+    real = activate(capsys, justification="x", diff=True)
+    before, after = _changed_diff(real)
+    assert before == {} and after["status"] == "PendingApproval"
+    assert after["request_id"] == real["request"]["id"]
+    # cancel the pending request: before is that request, after nothing
+    before, after = _changed_diff(activate(capsys, state="inactive", check_mode=True, diff=True))
+    assert before["request_id"] == real["request"]["id"] and after == {}
+    assert graph.writes == ["selfActivate"]
+    activate(capsys, state="inactive")
+    graph.rules["Approval_EndUser_Assignment"]["setting"]["isApprovalRequired"] = False
+
+    # deactivate: before the activation, after nothing
+    activate(capsys, justification="x")
+    graph.now += timedelta(minutes=6)
+    before, after = _changed_diff(activate(capsys, state="inactive", check_mode=True, diff=True))
+    assert before["status"] == "Provisioned" and before["end"] == ts(
+        graph.now - timedelta(minutes=6) + timedelta(hours=8)
+    )
+    assert after == {}
+
+    # extend in place: the end moves
+    graph.extend_in_place = True
+    graph.now += timedelta(hours=7, minutes=44)
+    writes = list(graph.writes)
+    before, after = _changed_diff(activate(capsys, justification="x", check_mode=True, diff=True))
+    assert before["end"] == "2026-11-29T18:00:00Z" and after["end"] == ts(graph.now + timedelta(hours=8))
+    assert graph.writes == writes
+    real = activate(capsys, justification="x", diff=True)
+    assert real["diff"]["after"]["end"] == after["end"]
+    # nothing to do: no change, no difference
+    out = activate(capsys, justification="x", check_mode=True, diff=True)
+    assert not out["changed"] and out["diff"]["before"] == out["diff"]["after"] != {}
+
+
+def test_check_diff_of_an_extension_left_for_an_approver(graph, capsys):
+    activate(capsys, justification="x")
+    graph.rules["Approval_EndUser_Assignment"]["setting"]["isApprovalRequired"] = True
+    graph.now += timedelta(hours=7, minutes=50)
+    out = activate(capsys, justification="x", check_mode=True, diff=True)
+    assert out["action_taken"] == "extension_requested"
+    before, after = _changed_diff(out)
+    assert before["status"] == after["status"] == "Provisioned" and "pending_request" not in before
+    assert after["pending_request"]["status"] == "PendingAdminDecision"
+    real = activate(capsys, justification="x", diff=True)
+    assert real["diff"]["after"]["pending_request"]["request_id"] == real["request"]["id"]
+
+
+def test_check_diff_of_a_reactivation(graph, capsys):
+    activate(capsys, justification="x")
+    graph.now += timedelta(hours=7, minutes=50)
+    out = activate(capsys, justification="x", check_mode=True, diff=True)
+    assert out["action_taken"] == "reactivated"
+    before, after = _changed_diff(out)
+    assert after["end"] == ts(graph.now + timedelta(hours=8)) and before["end"] == "2026-11-29T18:00:00Z"
 
 
 # ------------------------------------------------------------------ extend
@@ -391,14 +471,8 @@ def test_app_only_token_refused_before_any_request(graph, capsys):
     "setup, args, start",
     [
         (lambda g: g.claims.update(amr=["pwd"]), {"justification": "x"}, "MfaRule: role 'Security Administrator'"),
-        (lambda g: None, {}, "JustificationRule: role 'Security Administrator' requires a justification"),
-        (lambda g: g.rules["Enablement_EndUser_Assignment"]["enabledRules"].append("Ticketing"), {"justification": "x"},
-         "TicketingRule: role 'Security Administrator' requires ticket information"),
         (lambda g: None, {"justification": "x", "duration": "PT9H"},
          "ExpirationRule: role 'Security Administrator' allows activations of at most PT8H; the request asked for PT9H"),
-        (lambda g: None, {"justification": "x", "role": "User Administrator"},
-         "EligibilityRule: you are not eligible for 'User Administrator' at scope '/'; eligible roles: "
-         "'Security Administrator' at '/'."),
     ],
 )  # fmt: skip
 def test_policy_refusals_explained_in_normal_and_check_mode(graph, capsys, setup, args, start):
@@ -408,6 +482,45 @@ def test_policy_refusals_explained_in_normal_and_check_mode(graph, capsys, setup
         assert out["failed"] and out["msg"].startswith(start), out["msg"]
         assert RAW not in out["msg"] and "Traceback" not in json.dumps(out)
     assert graph.writes == []
+
+
+PREFIX = "The role's PIM policy would refuse this request, so nothing was sent. "
+
+
+@pytest.mark.parametrize(
+    "setup, args, message",
+    [
+        (lambda g: None, {},
+         PREFIX + "Enablement_EndUser_Assignment: role 'Security Administrator' requires a justification for "
+         "activations (enabledRules: MultiFactorAuthentication, Justification); set justification, or set "
+         "settings.activation.require_justification: false with entra.pim.pim_policy."),
+        (lambda g: g.rules["Enablement_EndUser_Assignment"]["enabledRules"].append("Ticketing"), {"justification": "x"},
+         PREFIX + "Enablement_EndUser_Assignment: role 'Security Administrator' requires ticket information for "
+         "activations (enabledRules: MultiFactorAuthentication, Justification, Ticketing); set ticket_number and "
+         "ticket_system, or set settings.activation.require_ticket: false with entra.pim.pim_policy."),
+        (lambda g: g.rules.update(
+            Enablement_EndUser_Assignment={"enabledRules": []},
+            Approval_EndUser_Assignment={"setting": {"isApprovalRequired": True, "isRequestorJustificationRequired": True}},
+        ), {},
+         PREFIX + "Approval_EndUser_Assignment: role 'Security Administrator' requires approval for activations with "
+         "a justification from the requestor (isRequestorJustificationRequired: true); set justification."),
+        (lambda g: None, {"justification": "x", "role": "User Administrator"},
+         "EligibilityRule: you (Alice Anders) are not eligible for role 'User Administrator' at scope '/', so nothing "
+         "was sent; you are eligible for: 'Security Administrator' at '/'. Activate one of those, or ask an "
+         "administrator for an eligibility (entra.pim.pim_role_eligibility)."),
+        (lambda g: setattr(g, "eligible_from", g.now + timedelta(days=1)), {"justification": "x"},
+         "EligibilityRule: your eligibility for role 'Security Administrator' at scope '/' starts at "
+         "2026-11-30T10:00:00Z, so it cannot be activated yet and nothing was sent. Run again after it starts."),
+    ],
+)  # fmt: skip
+def test_what_the_policy_refuses_is_refused_before_any_request(graph, capsys, setup, args, message):
+    """Issue 14 point 8: no request reaches Graph (not even isValidationOnly in check mode)."""
+    setup(graph)
+    for check_mode in (True, False):
+        out = activate(capsys, check_mode=check_mode, **args)
+        assert out["failed"] and out["msg"] == message
+        assert "Traceback" not in json.dumps(out)
+    assert graph.posted == [] and graph.writes == []
 
 
 @pytest.mark.parametrize(

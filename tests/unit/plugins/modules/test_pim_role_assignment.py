@@ -46,6 +46,8 @@ class FakeGraph(FakeClient):
         super().__init__()
         self.schedules = {}
         self.require_justification = True  # Enablement_Admin_Assignment default (notes §3.10)
+        self.posted = []  # every schedule request body that reached the fake, refused or not
+        self.policy_denied = False  # True: reading the role's policy is refused (403)
         self.claims = {"roles": ["RoleManagement.ReadWrite.Directory"], "idtyp": "app"}
 
     def token_claims(self):
@@ -77,6 +79,8 @@ class FakeGraph(FakeClient):
         if path == BASE + "roleAssignmentScheduleRequests":
             return [r for r in self.requests if matches(flt, r)]
         if path == "/policies/roleManagementPolicyAssignments":
+            if self.policy_denied:
+                raise GraphError("denied", status=403, code="Authorization_RequestDenied")
             return [{"policy": {"rules": [{"id": "Enablement_Admin_Assignment", "enabledRules": ["Justification"]}]}}]
         raise AssertionError("unexpected GET " + path)
 
@@ -90,6 +94,7 @@ class FakeGraph(FakeClient):
             return {"value": out}
         assert path == BASE + "roleAssignmentScheduleRequests", path
         action = body["action"]
+        self.posted.append(body)
         assert "scheduleInfo" in body, "Graph requires scheduleInfo on assignment requests (notes §8)"
         key = (body["principalId"], body["roleDefinitionId"], body["directoryScopeId"])
         same = [s for s in self.schedules.values() if (s["principalId"], s["roleDefinitionId"], s["directoryScopeId"]) == key]  # fmt: skip
@@ -149,6 +154,12 @@ def test_lifecycle_for_each_principal_kind(graph, capsys, principal, kind):
     assert out["assignment"]["principal_type"] == kind and out["assignment"]["assignment_type"] == "Assigned"
     sid = out["assignment"]["id"]
     assert not assignment(capsys, principal=principal, duration="P30D", justification="j")["changed"]
+    # check + diff shows the update and the removal before they happen (issue 14 point 18)
+    out = assignment(capsys, principal=principal, permanent=True, justification="j", check_mode=True, diff=True)
+    assert out["changed"] and out["diff"]["before"]["permanent"] is False and out["diff"]["after"]["permanent"]
+    out = assignment(capsys, principal=principal, state="absent", check_mode=True, diff=True)
+    assert out["changed"] and out["diff"]["before"]["id"] == sid and out["diff"]["after"] == {}
+    assert graph.writes == ["adminAssign"]
     out = assignment(capsys, principal=principal, permanent=True, justification="j")
     assert out["changed"] and graph.writes[-1] == "adminUpdate" and out["assignment"]["id"] == sid
     out = assignment(capsys, principal=principal, state="absent", justification="j")
@@ -179,11 +190,25 @@ def test_pending_admin_request_cancelled_but_not_a_self_activation(graph, capsys
 
 
 def test_policy_refusal_explained_and_validate_only(graph, capsys):
+    # Issue 14 point 8: the role's Enablement rule is read with the state; the request is refused before it is
+    # sent, in the policy's words (rule, role, value, way out), in check mode too.
+    for check_mode in (True, False):
+        out = assignment(capsys, duration="P7D", check_mode=check_mode)
+        assert out["failed"] and out["msg"] == (
+            "The role's PIM policy would refuse this request, so nothing was sent. Enablement_Admin_Assignment: "
+            "role 'User Administrator' requires a justification for active assignments (enabledRules: "
+            "Justification); set justification, or set settings.active_assignment.require_justification: false "
+            "with entra.pim.pim_policy."
+        )
+        assert RAW not in out["msg"] and graph.writes == [] and graph.posted == []
+    # Graph's own refusal (a policy the module could not read) is still explained after the write
+    graph.policy_denied = True
     out = assignment(capsys, duration="P7D")
     assert out["failed"] and out["msg"].startswith(
         "JustificationRule: role 'User Administrator' requires a justification for active assignments"
     )
-    assert RAW not in out["msg"] and graph.writes == []
+    assert len(graph.posted) == 1 and graph.writes == []
+    graph.policy_denied = False
     out = assignment(capsys, duration="P7D", validate_only=True)
     assert not out.get("failed") and out["validation"]["valid"] is False
     assert out["validation"]["failed_rules"] == ["JustificationRule"] and graph.writes == []

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from ansible_collections.entra.pim.plugins.module_utils import _resolve
+from ansible_collections.entra.pim.plugins.module_utils import _schedule as sched
 from ansible_collections.entra.pim.plugins.module_utils._errors import GraphError
 from ansible_collections.entra.pim.plugins.module_utils._module import PimModule
 from ansible_collections.entra.pim.plugins.modules import pim_role_eligibility, pim_role_eligibility_info
@@ -57,6 +59,9 @@ class FakeGraph(FakeClient):
         self.require_expiration = False  # Expiration_Admin_Eligibility.isExpirationRequired
         self.policy_readable = True  # False: reading the policy is denied (no RoleManagementPolicy.Read.Directory)
         self.sent = []  # the action of every schedule request that reached the fake
+        self.bodies = []  # the body of every schedule request that reached the fake
+        self.enabled_rules = []  # Enablement_Admin_Eligibility.enabledRules
+        self.unit_reads = 0  # GETs of an administrative unit by id
         self.lose_next_answer = False
 
     # --------------------------------------------------------------- routes
@@ -97,7 +102,8 @@ class FakeGraph(FakeClient):
                                 "id": "Expiration_Admin_Eligibility",
                                 "isExpirationRequired": self.require_expiration,
                                 "maximumDuration": "P365D",
-                            }
+                            },
+                            {"id": "Enablement_Admin_Eligibility", "enabledRules": list(self.enabled_rules)},
                         ]
                     }
                 }
@@ -127,6 +133,7 @@ class FakeGraph(FakeClient):
         )
         action = body["action"]
         self.sent.append(action)
+        self.bodies.append(body)
         info = body.get("scheduleInfo")
         if (
             action in ("adminAssign", "adminUpdate")
@@ -174,6 +181,11 @@ class FakeGraph(FakeClient):
     # --------------------------------------------------------------- client interface
 
     def _get_in_batch(self, path, params):
+        if path.startswith("/directory/administrativeUnits/"):
+            self.unit_reads += 1
+            if path.rsplit("/", 1)[1] != SALES_AU:
+                raise GraphError("no unit", status=404, code="Request_ResourceNotFound")
+            return {"id": SALES_AU, "displayName": "Sales AU"}
         if path.startswith(BASE + "roleDefinitions/"):
             role = next((r for r in ROLES if r["id"] == path.rsplit("/", 1)[1]), None)
             if role is None:
@@ -243,6 +255,58 @@ def test_check_mode_update_writes_nothing(graph, capsys):
     assert graph.writes == ["adminAssign"]
 
 
+def test_check_mode_shows_the_schedule_the_real_run_sends(graph, capsys):
+    """Issue 14 point 16: a duration on a schedule that began long ago is applied from now; check mode
+    must show that very schedule (not start + duration, an end in the past)."""
+    now = datetime.now(timezone.utc)
+    began = now - timedelta(days=60)
+    graph.schedules["old"] = dict(
+        id="old",
+        principalId=ALICE,
+        roleDefinitionId=USER_ADMIN,
+        directoryScopeId="/",
+        appScopeId=None,
+        memberType="Direct",
+        status="Provisioned",
+        scheduleInfo={
+            "startDateTime": sched.format_datetime(began),
+            "expiration": {"type": "afterDateTime", "endDateTime": sched.format_datetime(now + timedelta(days=10))},
+        },
+    )
+    check = eligibility(capsys, duration="P30D", check_mode=True, diff=True)
+    assert check["changed"] and graph.sent == []
+    planned = check["diff"]["after"]
+    assert check["eligibility"] == planned
+    assert sched.parse_datetime(planned["end"]) > now  # never an end in the past
+
+    real = eligibility(capsys, duration="P30D", diff=True)
+    assert real["changed"] and graph.sent == ["adminUpdate"]
+    info = graph.bodies[-1]["scheduleInfo"]
+    # what check mode showed is what the write sent (and what Graph applies from it), to the clock's tick
+    sent = sched.applied_window(info, sched.parse_datetime(info["startDateTime"]))
+    assert abs(sched.parse_datetime(planned["start"]) - sent.start) <= timedelta(seconds=5)
+    assert abs(sched.parse_datetime(planned["end"]) - sent.end) <= timedelta(seconds=5)
+    assert sched.parse_datetime(info["startDateTime"]) >= now - timedelta(seconds=1)
+    assert real["diff"]["after"]["end"] == real["eligibility"]["end"]
+    # and it holds: the next run finds nothing to change
+    assert not eligibility(capsys, duration="P30D")["changed"]
+
+
+def test_check_and_diff_show_every_change(graph, capsys):
+    """Issue 14 point 18: each change shows a non-empty diff in check mode, and check mode writes nothing."""
+    out = eligibility(capsys, duration="P30D", check_mode=True, diff=True)
+    assert out["diff"]["before"] == {} and out["diff"]["after"]["end"]
+    eligibility(capsys, duration="P30D")
+    out = eligibility(capsys, permanent=True, check_mode=True, diff=True)
+    assert out["changed"] and out["diff"]["before"]["permanent"] is False and out["diff"]["after"]["permanent"] is True
+    out = eligibility(capsys, state="absent", check_mode=True, diff=True)
+    assert out["changed"] and out["diff"]["before"]["role_name"] == "User Administrator"
+    assert out["diff"]["after"] == {}
+    assert graph.writes == ["adminAssign"]
+    out = eligibility(capsys, duration="P30D", check_mode=True, diff=True)
+    assert not out["changed"] and out["diff"]["before"] == out["diff"]["after"]
+
+
 def test_pending_request_is_cancelled_on_absent(graph, capsys):
     graph.requests.append(
         {
@@ -255,6 +319,8 @@ def test_pending_request_is_cancelled_on_absent(graph, capsys):
             "scheduleInfo": None,
         }
     )
+    out = eligibility(capsys, state="absent", check_mode=True, diff=True)
+    assert out["changed"] and out["diff"]["before"]["request_id"] == "req-p" and out["diff"]["after"] == {}
     out = eligibility(capsys, state="absent")
     assert out["changed"] and graph.writes == ["cancel"]
     assert out["changes"][0].startswith("a pending request (PendingApproval req-p)")
@@ -312,6 +378,56 @@ def test_longer_than_the_policy_allows_is_refused_before_any_request(graph, caps
     # At the maximum exactly: accepted.
     out = eligibility(capsys, duration="P365D")
     assert out["changed"] and graph.sent == ["adminAssign"]
+
+
+@pytest.mark.parametrize("ids", [False, True])
+def test_unknown_administrative_unit_id_is_refused_before_any_write(graph, capsys, ids):
+    """Issue 14 point 8: '/administrativeUnits/<id>' of no unit is refused, the check riding in an existing batch."""
+    principal, role = (ALICE, USER_ADMIN) if ids else ("alice@contoso.example", "User Administrator")
+    ghost = "59999999-0000-4000-8000-000000000009"
+    for check_mode in (True, False):
+        graph.round_trips = 0
+        out = eligibility(
+            capsys,
+            principal=principal,
+            role=role,
+            directory_scope="/administrativeUnits/" + ghost,
+            check_mode=check_mode,
+        )
+        assert out["failed"] and out["msg"] == (
+            "directory_scope '/administrativeUnits/%s': no administrative unit with the id '%s' exists in this tenant; "
+            "give '/' for the whole tenant, '/administrativeUnits/{id}' of an existing administrative unit, or its name"
+            % (ghost, ghost)
+        )
+        assert graph.sent == [] and graph.round_trips == 1
+    graph.round_trips = 0
+    out = eligibility(
+        capsys, principal=principal, role=role, directory_scope="/administrativeUnits/" + SALES_AU.upper()
+    )
+    assert out["changed"] and graph.sent == ["adminAssign"]
+    assert out["eligibility"]["directory_scope_id"] == "/administrativeUnits/" + SALES_AU
+    # the unit is read in the batch that also reads the state (ids) or looks up role and principal (names)
+    assert graph.round_trips == (2 if ids else 3) and graph.unit_reads == 3
+
+
+def test_ticket_and_justification_required_by_the_policy_are_refused_before_any_request(graph, capsys):
+    """Issue 14 point 8: Enablement_Admin_Eligibility's Ticketing and Justification, in the policy's words."""
+    graph.enabled_rules = ["Justification", "Ticketing"]
+    for check_mode in (True, False):
+        out = eligibility(capsys, permanent=True, check_mode=check_mode)
+        assert out["failed"] and out["msg"] == (
+            "The role's PIM policy would refuse this request, so nothing was sent. Enablement_Admin_Eligibility: "
+            "role 'User Administrator' requires a justification for eligible assignments (enabledRules: "
+            "Justification, Ticketing); set justification, or set settings.eligible_assignment.require_justification: "
+            "false with entra.pim.pim_policy. Enablement_Admin_Eligibility: role 'User Administrator' requires ticket "
+            "information for eligible assignments (enabledRules: Justification, Ticketing); set ticket_number and "
+            "ticket_system, or remove Ticketing from the rule's enabledRules with entra.pim.pim_policy (option rules)."
+        )
+        assert graph.sent == []
+    out = eligibility(capsys, permanent=True, justification="rota", ticket_number="CHG-7", ticket_system="SNOW")
+    assert out["changed"] and graph.sent == ["adminAssign"]
+    # removing needs neither (Graph checks the Enablement rules on assign and update)
+    assert eligibility(capsys, state="absent")["changed"]
 
 
 def test_maximum_binds_only_when_expiry_is_required(graph, capsys):
