@@ -747,7 +747,7 @@ def test_raw_rules_win_over_settings(rules):
         ([{"id": "Expiration_EndUser_Assignment", "maximum_duration": "PT10M"}], "would allow activations of PT10M"),
         (
             [{"id": "Expiration_Admin_Eligibility", "maximum_duration": "P99999999D"}],
-            r"'P99999999D' is too long: Graph holds a duration (an Edm.Duration) of at most P10675199D",
+            r"'P99999999D' is too long: Graph holds a duration \(an Edm.Duration\) of at most P10675199D",
         ),
         (
             [{"id": "AuthenticationContext_EndUser_Assignment", "is_enabled": True}],
