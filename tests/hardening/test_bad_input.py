@@ -911,7 +911,7 @@ ISSUE14_CASES = (
                 "onboard_access_profiles": {"p": "Security Reader"},
                 "onboard_profiles": ["p"],
             },
-            ["invalid entry", "Security Reader", "onboard_access_profiles"],
+            ["onboard_access_profiles", "list of entries", "Security Reader"],
             covers=["onboard_access_profiles", "onboard_profiles"],
         ),
         case(
@@ -1109,9 +1109,9 @@ MERGED_CASES = [
     ),
     case(
         ONB,
-        "report_path_is_a_directory_with_changes",
-        {"onboard_principals": [ALICE_UPN], "onboard_entries": [ENTRY], "onboard_report_path": "/tmp"},
-        ["is a directory"],
+        "report_path_no_extension_with_changes",
+        {"onboard_principals": [ALICE_UPN], "onboard_entries": [ENTRY], "onboard_report_path": "/tmp/entra-pim-report"},
+        ["onboard_report_path", "has no extension"],
     ),
     case(
         ONB,
@@ -1135,6 +1135,63 @@ MERGED_CASES = [
         "report_path_no_extension",
         {"offboard_principal": ALICE_UPN, "offboard_report_path": "/tmp/entra-pim-report"},
         ["has no extension"],
+    ),
+    # Point 8: what the role's policy or the directory would refuse, refused before any write.
+    case(
+        E,
+        "unknown_administrative_unit",
+        dict(BASE, directory_scope="/administrativeUnits/59999999-0000-4000-8000-000000000009"),
+        ["directory_scope", "59999999-0000-4000-8000-000000000009", "no administrative unit"],
+    ),
+    case(
+        A,
+        "justification_required_by_policy",
+        {"principal": ALICE_UPN, "role": "Groups Administrator", "duration": "P7D"},
+        ["Enablement_Admin_Assignment", "justification"],
+    ),
+    case(ACT, "not_eligible", {"role": "Global Reader"}, ["not eligible", "eligible for"]),
+    case(
+        ACT,
+        "justification_required_by_policy",
+        {"justification": None},
+        ["Enablement_EndUser_Assignment", "justification"],
+    ),
+    case(
+        POL,
+        "raw_rule_activation_maximum_out_of_range",
+        {"rules": [{"id": "Expiration_EndUser_Assignment", "maximum_duration": "P2D"}]},
+        ["rules\\[0\\]", "Expiration_EndUser_Assignment", "P2D", "PT30M"],
+    ),
+    case(
+        POL,
+        "raw_rule_duration_beyond_edm",
+        {"rules": [{"id": "Expiration_Admin_Eligibility", "maximum_duration": "P99999999D"}]},
+        ["P99999999D", "Edm.Duration"],
+    ),
+    case(
+        POL,
+        "raw_rule_approver_of_no_kind",
+        {
+            "rules": [
+                {
+                    "id": "Approval_EndUser_Assignment",
+                    "setting": {"approval_stages": [{"primary_approvers": [{"x": 1}]}]},
+                }
+            ]
+        },
+        ["primary_approvers\\[0\\]", "not an approver"],
+    ),
+    case(
+        POL,
+        "raw_rule_three_approval_stages",
+        {"rules": [{"id": "Approval_EndUser_Assignment", "setting": {"approval_stages": [{}, {}, {}]}}]},
+        ["3 approval stages"],
+    ),
+    case(
+        POL,
+        "raw_rule_auth_context_without_claim",
+        {"rules": [{"id": "AuthenticationContext_EndUser_Assignment", "is_enabled": True}]},
+        ["claim_value"],
     ),
 ]
 CASES = CASES + ISSUE14_CASES + MERGED_CASES
