@@ -24,6 +24,7 @@ purges requests after about 45 days (notes §3.1, §8). Requests are read only t
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import time
@@ -651,7 +652,7 @@ def _with_confirmation(send, confirm, sleep, client=None, kind=None):
                 if verdict == "resend" and again is not None and again is not confirm.p and replanned is None:
                     # Graph says the grant exists; the re-read shows another schedule: update it in place.
                     replanned = confirm.p = again
-                    send = lambda body=again.body: client.post(kind.requests, body)  # noqa: E731
+                    send = functools.partial(client.post, kind.requests, again.body)
                     continue
                 raise
             if err.code in _LAGGING and lag_delays:

@@ -153,7 +153,7 @@ def combined_table(records):
         lines.append("| **all %d runs** | %s |  |  |" % (len(runs), " | ".join(str(totals[k]) for k in COMBINED_KEYS)))
     lines.append("")
     lines.append(
-        "Runs: %d; %d items; %d outcomes differing from Graph, %d duplicates, %d lost acknowledged writes."
+        "Runs: %d; %s items; %s outcomes differing from Graph, %s duplicates, %s lost acknowledged writes."
         % (len(runs), totals["items"], totals["mismatches"], totals["duplicates"], totals["lost_acknowledged"])
     )
     return "\n".join(lines)

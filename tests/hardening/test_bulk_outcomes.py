@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -241,6 +242,10 @@ def _parallel(sb, tmp_path, attempt, task_for):
     return results
 
 
+def _write_task(module, args):
+    return {"name": "the write", "entra.pim." + module: args}
+
+
 @pytest.mark.parametrize("module", ["pim_role_eligibility", "pim_access"])
 def test_two_identical_tasks_in_parallel_exactly_one_reports_changed(sandbox, tmp_path, module):
     sb = sandbox
@@ -261,8 +266,7 @@ def test_two_identical_tasks_in_parallel_exactly_one_reports_changed(sandbox, tm
                     "justification": "race",
                 }
 
-            def task_for(args=args):
-                return {"name": "the write", "entra.pim." + module: args}
+            task_for = functools.partial(_write_task, module, args)
 
             sb.control("POST", "/stats/reset")
             results = _parallel(sb, tmp_path, attempt, task_for)

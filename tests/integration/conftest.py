@@ -47,6 +47,38 @@ class Sandbox:
                 env[name] = shlex.split(value)[0] if value else ""
         return env
 
+    def playbook_env(self, workdir: Path, **extra) -> dict:
+        """The environment of an ansible-playbook run against this sandbox, its token cache in ``workdir``."""
+        env = dict(os.environ)
+        env.update(self.env())
+        env.update(
+            ANSIBLE_COLLECTIONS_PATH=str(ROOT / ".tmp" / "collections"),
+            ANSIBLE_PYTHON_INTERPRETER=sys.executable,
+            ANSIBLE_LOCALHOST_WARNING="false",
+            ANSIBLE_INVENTORY_UNPARSED_WARNING="false",
+            ANSIBLE_NOCOLOR="1",
+            # Feed modules over stdin instead of temp files: several fewer processes per task.
+            ANSIBLE_PIPELINING="1",
+            ENTRA_PIM_TOKEN_CACHE_PATH=str(Path(workdir) / "token_cache.json"),
+            **extra,
+        )
+        return env
+
+    def ansible_playbook(self, workdir: Path, playbook: Path, *args, timeout=600, env=None) -> str:
+        """Run ``playbook`` in ``workdir``; a failed play fails the test with its output. Returns stdout."""
+        proc = subprocess.run(
+            [str(Path(sys.executable).parent / "ansible-playbook"), "-i", "localhost,", str(playbook), *args],
+            cwd=workdir,
+            env=env or self.playbook_env(workdir),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if proc.returncode != 0:
+            pytest.fail("%s failed:\n%s\n%s" % (playbook, proc.stdout[-20000:], proc.stderr[-5000:]))
+        return proc.stdout
+
     def control(self, method: str, path: str, **kwargs):
         headers = {"X-PIM-Sandbox-Key": self.conn["control_key"], **kwargs.pop("headers", {})}
         resp = self.session.request(

@@ -9,13 +9,9 @@ in the past), and that end must be what the real run sends and what Graph then h
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-import pytest
 import requests
 from ansible_collections.entra.pim.plugins.module_utils import _schedule as sched
 
@@ -49,27 +45,7 @@ def _play(sandbox, tmp_path, task, *args):
     playbook.write_text(
         json.dumps([{"hosts": "localhost", "gather_facts": False, "connection": "local", "tasks": tasks}])
     )
-    env = dict(os.environ)
-    env.update(sandbox.env())
-    env.update(
-        ANSIBLE_COLLECTIONS_PATH=str(ROOT / ".tmp" / "collections"),
-        ANSIBLE_PYTHON_INTERPRETER=sys.executable,
-        ANSIBLE_LOCALHOST_WARNING="false",
-        ANSIBLE_INVENTORY_UNPARSED_WARNING="false",
-        ANSIBLE_NOCOLOR="1",
-        ENTRA_PIM_TOKEN_CACHE_PATH=str(tmp_path / "token_cache.json"),
-    )
-    proc = subprocess.run(
-        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", "localhost,", str(playbook), *args],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    if proc.returncode != 0:
-        pytest.fail("play failed:\n%s\n%s" % (proc.stdout[-20000:], proc.stderr[-5000:]))
+    sandbox.ansible_playbook(tmp_path, playbook, *args, timeout=300)
     return json.loads(out.read_text())
 
 

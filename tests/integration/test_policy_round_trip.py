@@ -11,12 +11,7 @@ of each built-in role's policy must be what it was, read out of band from the sa
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
-
-import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PLAYBOOKS = ROOT / "playbooks"
@@ -120,34 +115,8 @@ MUTATIONS = [
 ]
 
 
-def _env(sandbox, tmp_path):
-    env = dict(os.environ)
-    env.update(sandbox.env())
-    env.update(
-        ANSIBLE_COLLECTIONS_PATH=str(ROOT / ".tmp" / "collections"),
-        ANSIBLE_PYTHON_INTERPRETER=sys.executable,
-        ANSIBLE_LOCALHOST_WARNING="false",
-        ANSIBLE_INVENTORY_UNPARSED_WARNING="false",
-        ANSIBLE_NOCOLOR="1",
-        ANSIBLE_PIPELINING="1",
-        ENTRA_PIM_TOKEN_CACHE_PATH=str(tmp_path / "token_cache.json"),
-    )
-    return env
-
-
 def _play(sandbox, tmp_path, playbook, *extra):
-    proc = subprocess.run(
-        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", "localhost,", str(playbook), *extra],
-        cwd=tmp_path,
-        env=_env(sandbox, tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    if proc.returncode != 0:
-        pytest.fail("%s failed:\n%s\n%s" % (playbook, proc.stdout[-20000:], proc.stderr[-5000:]))
-    return proc.stdout
+    return sandbox.ansible_playbook(tmp_path, playbook, *extra)
 
 
 def _policies(sandbox):

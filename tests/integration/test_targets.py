@@ -13,9 +13,6 @@ behaviour, and the sandbox state is checked out of band inside the target.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -44,27 +41,5 @@ def test_target(target, sandbox, tmp_path):
         "  roles: [%s]\n" % json.dumps(target)
     )
     (tmp_path / "vars.json").write_text(json.dumps(extra))
-    env = dict(os.environ)
-    env.update(sandbox.env())
-    env.update(
-        ANSIBLE_ROLES_PATH=str(TARGETS_DIR),
-        ANSIBLE_COLLECTIONS_PATH=str(ROOT / ".tmp" / "collections"),
-        ANSIBLE_PYTHON_INTERPRETER=sys.executable,
-        ANSIBLE_LOCALHOST_WARNING="false",
-        ANSIBLE_INVENTORY_UNPARSED_WARNING="false",
-        ANSIBLE_NOCOLOR="1",
-        # Feed modules over stdin instead of temp files: several fewer processes per task.
-        ANSIBLE_PIPELINING="1",
-        ENTRA_PIM_TOKEN_CACHE_PATH=str(tmp_path / "token_cache.json"),
-    )
-    proc = subprocess.run(
-        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", "localhost,", str(playbook)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-    if proc.returncode != 0:
-        pytest.fail("target %s failed:\n%s\n%s" % (target, proc.stdout[-20000:], proc.stderr[-5000:]))
+    env = sandbox.playbook_env(tmp_path, ANSIBLE_ROLES_PATH=str(TARGETS_DIR))
+    sandbox.ansible_playbook(tmp_path, playbook, timeout=900, env=env)

@@ -487,6 +487,13 @@ def test_policy_refusals_explained_in_normal_and_check_mode(graph, capsys, setup
 PREFIX = "The role's PIM policy would refuse this request, so nothing was sent. "
 
 
+def _approval_needs_justification(graph):
+    graph.rules.update(
+        Enablement_EndUser_Assignment={"enabledRules": []},
+        Approval_EndUser_Assignment={"setting": {"isApprovalRequired": True, "isRequestorJustificationRequired": True}},
+    )
+
+
 @pytest.mark.parametrize(
     "setup, args, message",
     [
@@ -498,10 +505,7 @@ PREFIX = "The role's PIM policy would refuse this request, so nothing was sent. 
          PREFIX + "Enablement_EndUser_Assignment: role 'Security Administrator' requires ticket information for "
          "activations (enabledRules: MultiFactorAuthentication, Justification, Ticketing); set ticket_number and "
          "ticket_system, or set settings.activation.require_ticket: false with entra.pim.pim_policy."),
-        (lambda g: g.rules.update(
-            Enablement_EndUser_Assignment={"enabledRules": []},
-            Approval_EndUser_Assignment={"setting": {"isApprovalRequired": True, "isRequestorJustificationRequired": True}},
-        ), {},
+        (_approval_needs_justification, {},
          PREFIX + "Approval_EndUser_Assignment: role 'Security Administrator' requires approval for activations with "
          "a justification from the requestor (isRequestorJustificationRequired: true); set justification."),
         (lambda g: None, {"justification": "x", "role": "User Administrator"},
