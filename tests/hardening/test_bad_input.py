@@ -546,7 +546,7 @@ ISSUE14_CASES = (
             POL,
             "max_duration_overflows",
             {"settings": {"eligible_assignment": {"max_duration": "P99999999D"}}},
-            ["max_duration", "P99999999D", "9999-12-31"],
+            ["max_duration", "P99999999D", "Edm.Duration", "P10675199D"],
         ),
         case(
             POL, "max_duration_empty", {"settings": {"activation": {"max_duration": ""}}}, ["max_duration", "ISO 8601"]
@@ -609,7 +609,7 @@ ISSUE14_CASES = (
             POL,
             "rules_duration_overflows",
             {"rules": [{"id": "Expiration_EndUser_Assignment", "maximum_duration": "P99999999D"}]},
-            ["rules\\[0\\].maximum_duration", "9999-12-31"],
+            ["rules\\[0\\].maximum_duration", "Edm.Duration", "P10675199D"],
         ),
         case(
             POL,
