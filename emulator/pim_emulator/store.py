@@ -32,6 +32,7 @@ decode), so sharing them is safe.
 
 from __future__ import annotations
 
+import abc
 import json
 import os
 import sqlite3
@@ -251,23 +252,23 @@ def _build_index(docs, prop: str, gen: int) -> _Map:
 _NO_DOCS: dict = {}
 
 
-class _Reader:
+class _Reader(abc.ABC):
     """The read API shared by ``Tx`` (the live state) and ``Snapshot`` (a frozen one)."""
 
     _s: Store
 
     # what the reads look at; Tx: the store's current maps, Snapshot: the ones it took
-    def _docs(self, collection: str):
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _docs(self, collection: str): ...
 
-    def _meta_map(self):
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _meta_map(self): ...
 
-    def _version(self, collection: str) -> int:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _version(self, collection: str) -> int: ...
 
-    def _index(self, collection: str, prop: str):
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _index(self, collection: str, prop: str): ...
 
     def get(self, collection: str, id: str) -> dict | None:
         """A fresh copy of one document (the caller may mutate it), or None."""

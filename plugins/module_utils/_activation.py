@@ -853,7 +853,7 @@ def run(module):
         asked = sched.parse_duration(p["duration"], "duration")
         sched.end_after(now, asked, "duration", p["duration"])
         if asked < MIN_ACTIVE:
-            # Graph will not end an activation younger than 5 minutes (ActiveDurationTooShort, notes §6.2):
+            # Graph will not end an activation younger than 5 minutes (ActiveDurationTooShort, docs/graph-behaviour.md §3):
             # a shorter one could be neither deactivated nor left to run its course as asked.
             raise InputError(
                 "duration '%s' is shorter than %s, the least an activation lasts in Entra (Graph refuses to end "

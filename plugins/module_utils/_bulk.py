@@ -1380,7 +1380,7 @@ class StateReader:
         self._queue_filtered(rounds, "principalId", list(OrderedDict.fromkeys(ids)))
 
     def _queue_pending(self, rounds, kind):
-        """Pending requests (notes §4), admin and self: one read with every pending status, else one per status."""
+        """Pending requests (docs/graph-behaviour.md §1), admin and self: one read with every pending status, else one per status."""
         statuses = sorted(_pim.PENDING_STATUSES)
         flt = " or ".join("status eq %s" % odata_quote(s) for s in statuses)
         path = _pim.KINDS[kind].requests

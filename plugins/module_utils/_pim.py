@@ -873,7 +873,7 @@ def enablement_refusals(kind, role_name, rules, request):
     """The sentences for what the request lacks that the role's Enablement (and Approval) rules require.
 
     Pure; [] when nothing is missing or the rules could not be read (Graph then explains its own
-    refusal after the write). Mirrors Graph's JustificationRule and TicketingRule (notes §3.10, §6.2):
+    refusal after the write). Mirrors Graph's JustificationRule and TicketingRule (docs/graph-behaviour.md §2, §3):
     ``Enablement_<caller>_<level>`` lists Justification / Ticketing in enabledRules, and an activation
     needs a justification too when ``Approval_EndUser_Assignment`` requires approval with
     isRequestorJustificationRequired. Each sentence names the rule, the role, the policy value and the way out.
@@ -1256,7 +1256,7 @@ def run_schedule_module(module, kind, keep_pending=None, report=None, explain=No
     p = plan(kind, target, desired, current, now)
     if p.action in ("create", "update") and not params["validate_only"]:
         # What the role's policy refuses (too long, no justification or ticket): refused here, before any
-        # write and in check mode too (notes §6.2 ExpirationRule, JustificationRule, TicketingRule).
+        # write and in check mode too (docs/graph-behaviour.md §3: ExpirationRule, JustificationRule, TicketingRule).
         refusal = policy_refusal(kind, target.role.display_name, rules, p.body, now, schedule_option(params))
         if refusal:
             raise InputError(refusal)

@@ -699,7 +699,7 @@ def _camel_keys(value):
     return value
 
 
-# The subjectSet types an approval stage takes, by the field that identifies each one (notes §3.10).
+# The subjectSet types an approval stage takes, by the field that identifies each one (docs/graph-behaviour.md §2).
 SUBJECT_TYPES_BY_FIELD = (
     ("userId", SUBJECT_USER),
     ("groupId", SUBJECT_GROUP),

@@ -319,7 +319,7 @@ def schedule_info(desired, now, current=None):
     if start is None and current is not None and current.start is not None:
         start = current.start
     if start is None or start < now:
-        # Graph counts a start in the past from when it processes the request (notes §3.1), so the
+        # Graph counts a start in the past from when it processes the request (docs/graph-behaviour.md §1), so the
         # request says so itself: what is sent is what will be applied (and what check mode shows).
         start = now
     info = {"startDateTime": format_datetime(start)}
@@ -429,7 +429,7 @@ def applied_window(info, now):
     """The Window Graph makes of a request's ``scheduleInfo`` when it processes it at ``now``.
 
     A start in the past (or none) counts from ``now``, and a duration from that start, as Graph
-    does (notes §3.1). The one place that predicts an applied schedule from a request body.
+    does (docs/graph-behaviour.md §1). The one place that predicts an applied schedule from a request body.
     """
     info = info or {}
     start = parse_graph_datetime(info.get("startDateTime"))
