@@ -45,6 +45,27 @@ def _cert_pem(cert) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
 
 
+def self_signed_pem(common_name: str, days: int = 30, key=None, cert_key=None) -> bytes:
+    """A PEM with a new (or the given) RSA key and a self-signed certificate, of ``cert_key`` when given.
+
+    The sandbox's certificate app uses one; tests use it for certificates the sandbox never saw.
+    """
+    key = key or rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    cert_key = cert_key or key
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(cert_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(_now() - dt.timedelta(days=1))
+        .not_valid_after(_now() + dt.timedelta(days=days))
+        .sign(cert_key, hashes.SHA256())
+    )
+    return _key_pem(key) + _cert_pem(cert)
+
+
 def _load_key(path: Path):
     return serialization.load_pem_private_key(path.read_bytes(), password=None)
 
@@ -154,20 +175,10 @@ class KeyMaterial:
             self.client_key = serialization.load_pem_private_key(data, password=None)
             self.client_cert = x509.load_pem_x509_certificate(data)
             return
-        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "PIM Sandbox certificate app")])
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(_now() - dt.timedelta(days=1))
-            .not_valid_after(_now() + dt.timedelta(days=3650))
-            .sign(key, hashes.SHA256())
-        )
-        _write(self.client_cert_path, _key_pem(key) + _cert_pem(cert), private=True)
-        self.client_key, self.client_cert = key, cert
+        data = self_signed_pem("PIM Sandbox certificate app", days=3650)
+        _write(self.client_cert_path, data, private=True)
+        self.client_key = serialization.load_pem_private_key(data, password=None)
+        self.client_cert = x509.load_pem_x509_certificate(data)
 
     @property
     def client_thumbprint_sha1(self) -> str:

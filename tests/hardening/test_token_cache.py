@@ -15,17 +15,14 @@ Every run is ``ansible-playbook`` against the PIM sandbox: real modules, real MS
 
 from __future__ import annotations
 
-import datetime
 import os
 import stat
 from pathlib import Path
 
 import pytest
 from conftest import ROLES, run_playbook, total_writes
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
+
+from pim_emulator.tls import self_signed_pem
 
 ADMIN_UPN = "admin@contoso.example"
 ADMIN_PASSWORD = "Sandbox-Admin-Pass-1!"  # the seed's sandbox-only password (emulator/pim_emulator/data/seed.json)
@@ -38,23 +35,7 @@ AADSTS = {"secret": "AADSTS7000215", "certificate": "AADSTS700027", "password": 
 
 def _unregistered_certificate(path: Path) -> Path:
     """A key and a self-signed certificate the sandbox has never seen."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "entra-pim-unregistered")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=30))
-        .sign(key, hashes.SHA256())
-    )
-    path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-        + cert.public_bytes(serialization.Encoding.PEM)
-    )
+    path.write_bytes(self_signed_pem("entra-pim-unregistered"))
     os.chmod(path, 0o600)
     return path
 

@@ -7,7 +7,6 @@ the token cache files and the promise that no secret reaches any message or log 
 from __future__ import annotations
 
 import base64
-import datetime
 import hashlib
 import json
 import os
@@ -28,10 +27,8 @@ from ansible_collections.entra.pim.plugins.module_utils._auth import (
 from ansible_collections.entra.pim.plugins.module_utils._errors import AuthError, GraphError
 from ansible_collections.entra.pim.plugins.module_utils._graph import GraphClient
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
-from cryptography.x509.oid import NameOID
 from entra_pim_unit_fakes import (
     AUTHORITY,
     CERT_PASSWORD,
@@ -46,6 +43,8 @@ from entra_pim_unit_fakes import (
     make_response,
 )
 from urllib3.exceptions import NewConnectionError
+
+from pim_emulator.tls import self_signed_pem
 
 V1 = GRAPH + "/v1.0"
 TOKEN_URL = "%s/%s/oauth2/v2.0/token" % (AUTHORITY, TENANT)
@@ -465,19 +464,9 @@ def test_identity_platform_throttling_honours_retry_after(base_settings):
 
 
 def make_cert_files(tmp_path):
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "entra-pim-test")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=30))
-        .sign(key, hashes.SHA256())
-    )
+    data = self_signed_pem("entra-pim-test")
+    key = serialization.load_pem_private_key(data, password=None)
+    cert = x509.load_pem_x509_certificate(data)
     cert_pem = cert.public_bytes(serialization.Encoding.PEM)
     plain = tmp_path / "plain.pem"
     plain.write_bytes(

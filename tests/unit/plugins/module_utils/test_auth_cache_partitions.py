@@ -11,7 +11,6 @@ there), while the same credential keeps its warm cache. The file holds no secret
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
 import re
@@ -22,10 +21,7 @@ import pytest
 from ansible_collections.entra.pim.plugins.module_utils import _auth
 from ansible_collections.entra.pim.plugins.module_utils._errors import AuthError
 from ansible_collections.entra.pim.plugins.module_utils._graph import GraphClient
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 from entra_pim_unit_fakes import (
     AUTHORITY,
     CLIENT,
@@ -38,6 +34,8 @@ from entra_pim_unit_fakes import (
     make_jwt,
     make_response,
 )
+
+from pim_emulator.tls import self_signed_pem
 
 V1 = GRAPH + "/v1.0"
 OTHER_SECRET = "an0ther-Secret-Value-5e6f~AbC"
@@ -91,24 +89,8 @@ def cache_file(settings):
 def make_pem(tmp_path, name, key=None, cert_key=None):
     """A PEM file with a private key and a self-signed certificate (of ``cert_key`` when given)."""
     key = key or rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    cert_key = cert_key or key
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(cert_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=30))
-        .sign(cert_key, hashes.SHA256())
-    )
     path = tmp_path / (name + ".pem")
-    path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-        + cert.public_bytes(serialization.Encoding.PEM)
-    )
+    path.write_bytes(self_signed_pem(name, key=key, cert_key=cert_key))
     return str(path), key
 
 
