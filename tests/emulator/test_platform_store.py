@@ -235,6 +235,9 @@ def test_cli_env_and_connection_file(sandbox):
     assert lines["ENTRA_PIM_GRAPH_URL"] == sandbox.conn["graph_url"]
     assert lines["ENTRA_PIM_CA_BUNDLE"] == sandbox.conn["ca_bundle"]
     assert "AZURE_CLIENT_SECRET" in lines
+    # the control API's key (tests/emulator/test_platform_trust.py checks that it is required)
+    assert len(sandbox.conn["control_key"]) >= 32
+    assert lines["ENTRA_PIM_SANDBOX_KEY"] == sandbox.conn["control_key"]
     conn = json.loads((sandbox.data_dir / "connection.json").read_text())
     for key in (
         "tenant_id",

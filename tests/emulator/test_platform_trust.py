@@ -333,19 +333,6 @@ def test_control_api_needs_the_key(fresh):
     assert fresh.get(f"/users/{ALICE}").status_code == 200
 
 
-def test_env_exports_the_control_key(sandbox):
-    out = subprocess.run(
-        [sys.executable, "-m", "pim_emulator", "env", "--data-dir", str(sandbox.data_dir)],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    ).stdout
-    key = sandbox.conn["control_key"]
-    assert len(key) >= 32
-    assert f"export ENTRA_PIM_SANDBOX_KEY={key}" in out.splitlines()
-
-
 @pytest.mark.parametrize(
     "host",
     ["evil.example", "evil.example:{port}", "127.0.0.1.nip.io:{port}", "10.0.0.1:{port}", "localhost.evil.example"],
