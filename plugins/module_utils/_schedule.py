@@ -105,8 +105,11 @@ def parse_datetime(value, option="start"):
                 second=int(match.group("s") or 0),
                 microsecond=int(frac),
             )
-        except ValueError as exc:
-            raise InputError("%s '%s' is not a valid datetime: %s" % (option, value, exc))
+        except ValueError:
+            raise InputError(
+                "%s '%s' is not a valid datetime: that date or time does not exist (a month, day, hour, minute "
+                "or second out of range); expected e.g. 2026-11-29T10:00:00Z" % (option, shown(value))
+            ) from None
         tz = match.group("tz")
         if tz and tz not in ("Z", "z"):
             sign = 1 if tz[0] == "+" else -1
